@@ -1,0 +1,485 @@
+"""Settings, and where each value came from.
+
+Every setting is resolved through the same ladder, highest first:
+
+1. the running magic's own flags (``%sm_train --instance-type ml.c5.xlarge``);
+2. the session: ``%sm_config --role ...`` or ``%config SageMakerMagics.role = ...``
+   (also ``c.SageMakerMagics.role`` in ``ipython_config.py``);
+3. the environment: ``SM_MAGICS_<NAME>`` and the standard AWS variables
+   (``AWS_PROFILE``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``,
+   ``AWS_ENDPOINT_URL``), then the region of the AWS profile in ``~/.aws/config``;
+4. the SageMaker SDK's ``config.yaml`` defaults (admin file, then user file);
+5. SageMaker Studio / notebook-instance metadata (execution role, region);
+6. built-in defaults (prefix ``sm-magics``, bucket ``sagemaker-<region>-<account>``).
+
+Example::
+
+    >>> settings = resolve(session={"role": ("arn:aws:iam::111122223333:role/Train", "%sm_config")})
+    >>> settings["role"].value, settings["role"].source
+    ('arn:aws:iam::111122223333:role/Train', '%sm_config')
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import usage_error
+
+__all__ = [
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "Value",
+    "check_value",
+    "resolve",
+]
+
+DEFAULT_PREFIX = "sm-magics"
+DEFAULT_BASE = "python:3.12-slim"
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+BUILDERS = ("docker",)
+PLANNED_BUILDERS = ("codebuild",)
+
+STUDIO_METADATA = Path("/opt/ml/metadata/resource-metadata.json")
+SANDBOX_VARS = "SM_MAGICS_SANDBOX_VARS"
+
+# ---------------------------------------------------------------- validation
+
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_INSTANCE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+_PROFILE = re.compile(r"^[\w+.@-]{1,128}$")
+_HOSTPORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+_IMAGE = re.compile(
+    r"^(?:(?P<domain>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+
+def _check_region(value: str) -> str | None:
+    if _REGION.match(value):
+        return None
+    return f"'{value}' is not an AWS region name (for example us-east-1 or eu-west-2)."
+
+
+def _check_role(value: str) -> str | None:
+    if _ROLE_ARN.match(value):
+        return None
+    return (
+        f"'{value}' is not an IAM role ARN. Give the full ARN of the SageMaker execution "
+        "role, for example arn:aws:iam::111122223333:role/SageMakerExecutionRole."
+    )
+
+
+def _check_bucket(value: str) -> str | None:
+    problem = None
+    if not _BUCKET.match(value):
+        problem = (
+            "bucket names have 3 to 63 characters: lowercase letters, digits, dots and "
+            "hyphens, starting and ending with a letter or digit"
+        )
+    elif ".." in value or ".-" in value or "-." in value:
+        problem = "a bucket name cannot contain '..', '.-' or '-.'"
+    elif value.startswith(("xn--", "sthree-")) or value.endswith(("-s3alias", "--ol-s3")):
+        problem = "that prefix or suffix is reserved by Amazon S3"
+    else:
+        try:
+            ipaddress.IPv4Address(value)
+            problem = "a bucket name cannot look like an IP address"
+        except ValueError:
+            pass
+    if problem is None:
+        return None
+    return f"'{value}' is not a valid S3 bucket name: {problem}."
+
+
+def _check_prefix(value: str) -> str | None:
+    stripped = value.strip("/")
+    if stripped and "//" not in stripped and stripped.isprintable() and len(stripped) <= 512:
+        return None
+    return (
+        f"'{value}' is not a usable S3 key prefix: give one or more path segments such as "
+        "'sm-magics' or 'team/fraud', without empty segments."
+    )
+
+
+def _check_instance_type(value: str) -> str | None:
+    if _INSTANCE.match(value):
+        return None
+    return f"'{value}' is not a SageMaker instance type (for example ml.m5.large or ml.g5.xlarge)."
+
+
+def _check_image(value: str) -> str | None:
+    if len(value) <= 255 and _IMAGE.match(value):
+        return None
+    return (
+        f"'{value}' is not a container image reference. Use the form "
+        "[registry/]repository[:tag][@sha256:digest], for example python:3.12-slim."
+    )
+
+
+def _check_builder(value: str) -> str | None:
+    if value in BUILDERS:
+        return None
+    if value in PLANNED_BUILDERS:
+        return f"The '{value}' builder is not available yet; use --builder docker."
+    return f"'{value}' is not a builder. Available builders: {', '.join(BUILDERS)}."
+
+
+def _check_profile(value: str) -> str | None:
+    if not _PROFILE.match(value):
+        return f"'{value}' is not a valid AWS profile name."
+    known = available_profiles()
+    if value in known:
+        return None
+    listed = ", ".join(sorted(known)) or "none"
+    return (
+        f"The AWS profile '{value}' is not in ~/.aws/config or ~/.aws/credentials "
+        f"(known profiles: {listed}). Create it with `aws configure --profile {value}`."
+    )
+
+
+def _check_endpoint(value: str) -> str | None:
+    if re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(/.*)?$", value):
+        return None
+    return f"'{value}' is not an endpoint URL (for example http://127.0.0.1:4566)."
+
+
+def _check_registry(value: str) -> str | None:
+    if _HOSTPORT.match(value):
+        return None
+    return f"'{value}' is not a registry host (for example 127.0.0.1:5000)."
+
+
+# ---------------------------------------------------------------- definitions
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its name, ``%sm_config`` flag, variables and check."""
+
+    name: str
+    help: str
+    env: tuple[str, ...]
+    check: Callable[[str], str | None]
+    default: str | None = None
+    sdk_key: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("region", "AWS region of every call.", ("SM_MAGICS_REGION", "AWS_REGION",
+            "AWS_DEFAULT_REGION"), _check_region),
+    Setting("profile", "AWS profile from ~/.aws/config to take credentials from.",
+            ("SM_MAGICS_PROFILE", "AWS_PROFILE"), _check_profile),
+    Setting("role", "IAM role ARN that SageMaker training jobs run as.", ("SM_MAGICS_ROLE",),
+            _check_role, sdk_key=("SageMaker", "TrainingJob", "RoleArn")),
+    Setting("bucket", "S3 bucket for parameters, inputs and model artifacts.",
+            ("SM_MAGICS_BUCKET",), _check_bucket,
+            sdk_key=("SageMaker", "PythonSDK", "Modules", "Session", "DefaultS3Bucket")),
+    Setting("prefix", "Key prefix inside the bucket.", ("SM_MAGICS_PREFIX",), _check_prefix,
+            default=DEFAULT_PREFIX,
+            sdk_key=("SageMaker", "PythonSDK", "Modules", "Session", "DefaultS3ObjectKeyPrefix")),
+    Setting("base", "Base image of built containers.", ("SM_MAGICS_BASE",), _check_image,
+            default=DEFAULT_BASE),
+    Setting("instance_type", "Instance type of training jobs.", ("SM_MAGICS_INSTANCE_TYPE",),
+            _check_instance_type, default=DEFAULT_INSTANCE_TYPE),
+    Setting("builder", "How images are built.", ("SM_MAGICS_BUILDER",), _check_builder,
+            default="docker"),
+    Setting("endpoint_url", "AWS API endpoint (the sandbox sets it; empty means AWS itself).",
+            ("SM_MAGICS_ENDPOINT_URL", "AWS_ENDPOINT_URL"), _check_endpoint),
+    Setting("registry", "Registry host images are pushed to instead of the ECR host "
+            "(the sandbox sets it).", ("SM_MAGICS_REGISTRY",), _check_registry),
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def check_value(name: str, value: str) -> str:
+    """Return ``value`` cleaned up, or raise a ``UsageError`` saying what is wrong.
+
+    >>> check_value("region", "eu-west-1")
+    'eu-west-1'
+    """
+    setting = BY_NAME[name]
+    value = value.strip()
+    if name == "prefix":
+        value = value.strip("/") if value.strip("/") else value
+    problem = setting.check(value)
+    if problem:
+        raise usage_error(f"{setting.flag}: {problem}")
+    return value
+
+
+# ---------------------------------------------------------------- sources
+
+
+def available_profiles() -> set[str]:
+    """Profile names in the shared AWS config and credentials files."""
+    names: set[str] = set()
+    config_file = Path(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser()
+    creds_file = Path(
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")
+    ).expanduser()
+    for path, is_config in ((config_file, True), (creds_file, False)):
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        for section in parser.sections():
+            if is_config:
+                if section == "default":
+                    names.add("default")
+                elif section.startswith("profile "):
+                    names.add(section[len("profile "):].strip())
+            else:
+                names.add(section)
+    return names
+
+
+def _profile_region(profile: str | None) -> str | None:
+    config_file = Path(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser()
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(config_file)
+    except configparser.Error:
+        return None
+    section = "default" if profile in (None, "default") else f"profile {profile}"
+    if parser.has_option(section, "region"):
+        return parser.get(section, "region").strip() or None
+    return None
+
+
+def sdk_config_files(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The SageMaker SDK config files, admin first, as the SDK finds them."""
+    environ = os.environ if environ is None else environ
+    admin = environ.get("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", "/etc/xdg/sagemaker/config.yaml")
+    user = environ.get(
+        "SAGEMAKER_USER_CONFIG_OVERRIDE",
+        str(Path(environ.get("XDG_CONFIG_HOME", "~/.config")) / "sagemaker" / "config.yaml"),
+    )
+    files = []
+    for raw in (admin, user):
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            path = path / "config.yaml"
+        files.append(path)
+    return files
+
+
+def load_sdk_defaults(environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Values from the SageMaker SDK ``config.yaml`` files, with the file they came from.
+
+    The user file overrides the admin file, as in the SDK. Only local files are
+    read (S3 URIs in the override variables are not fetched).
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for path in sdk_config_files(environ):
+        if not path.is_file():
+            continue
+        import yaml  # imported here: only needed when a config file exists
+
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise usage_error(
+                f"The SageMaker SDK config file {path} cannot be read ({exc}). Fix or remove it."
+            ) from None
+        for setting in SETTINGS:
+            if setting.sdk_key is None:
+                continue
+            node = document
+            for key in setting.sdk_key:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, str) and node:
+                found[setting.name] = (node, f"SageMaker SDK config ({path})")
+    return found
+
+
+def load_platform_metadata(path: Path = STUDIO_METADATA) -> dict[str, tuple[str, str]]:
+    """What SageMaker Studio or a notebook instance says about this machine.
+
+    The region comes from the resource ARN in the metadata file. The execution
+    role is looked up only when it is needed (see :func:`discover_execution_role`).
+    """
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, tuple[str, str]] = {}
+    arn = metadata.get("ResourceArn", "")
+    parts = arn.split(":")
+    if len(parts) > 3 and parts[3]:
+        found["region"] = (parts[3], "SageMaker Studio / notebook metadata")
+    if metadata.get("ExecutionRoleArn"):
+        found["role"] = (metadata["ExecutionRoleArn"], "SageMaker Studio / notebook metadata")
+    return found
+
+
+def discover_execution_role() -> str | None:
+    """The execution role of this Studio space or notebook instance, via the SageMaker SDK.
+
+    Returns ``None`` outside SageMaker or when the SDK is not installed.
+    """
+    if not STUDIO_METADATA.exists():
+        return None
+    try:
+        from sagemaker.core.helper.session_helper import get_execution_role
+    except ImportError:
+        return None
+    try:
+        return get_execution_role()
+    except Exception:  # the SDK raises ValueError or botocore errors outside a role
+        return None
+
+
+# ---------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True)
+class Value:
+    """A resolved setting: the value (``None`` when unset) and where it came from."""
+
+    value: str | None
+    source: str
+
+
+class Settings(Mapping[str, Value]):
+    """The effective settings, each with its source. Renders as a table.
+
+    >>> s = resolve()
+    >>> s.prefix
+    'sm-magics'
+    """
+
+    def __init__(self, values: dict[str, Value]) -> None:
+        self._values = values
+
+    def __getitem__(self, name: str) -> Value:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> str | None:
+        try:
+            return self._values[name].value
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def with_bucket(self, account: str) -> Settings:
+        """A copy in which an unset bucket becomes the SageMaker default bucket."""
+        if self.bucket or not self.region:
+            return self
+        values = dict(self._values)
+        values["bucket"] = Value(
+            f"sagemaker-{self.region}-{account}", "default (sagemaker-<region>-<account>)"
+        )
+        return Settings(values)
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(setting, value, source) for display."""
+        return [
+            (name, "" if v.value is None else v.value, v.source) for name, v in self._values.items()
+        ]
+
+    def __repr__(self) -> str:
+        rows = [("setting", "value", "from")] + self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        body = "".join(
+            f"<tr><td><code>{escape(n)}</code></td><td><code>{escape(v)}</code></td>"
+            f"<td>{escape(s)}</td></tr>"
+            for n, v, s in self.rows()
+        )
+        return (
+            "<table class='sm-magics-config'><thead><tr><th>setting</th><th>value</th>"
+            f"<th>from</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+
+
+def _from_environment(setting: Setting, environ: Mapping[str, str]) -> Value | None:
+    sandbox_vars = set(filter(None, environ.get(SANDBOX_VARS, "").split(",")))
+    for var in setting.env:
+        raw = environ.get(var)
+        if raw:
+            where = "sandbox" if var in sandbox_vars else "environment"
+            return Value(raw, f"{where} ({var})")
+    return None
+
+
+def resolve(
+    flags: Mapping[str, str | None] | None = None,
+    session: Mapping[str, tuple[str, str]] | None = None,
+    environ: Mapping[str, str] | None = None,
+    sdk_defaults: Mapping[str, tuple[str, str]] | None = None,
+    platform: Mapping[str, tuple[str, str]] | None = None,
+) -> Settings:
+    """Resolve every setting through the ladder described in this module's docstring.
+
+    ``flags`` are the running magic's flags (``None`` means not given);
+    ``session`` maps a name to ``(value, source)`` from ``%sm_config``/``%config``.
+    The SDK config files and platform metadata are read when not given.
+    Environment values are checked and a bad one raises a ``UsageError`` naming
+    the variable.
+    """
+    flags = flags or {}
+    session = session or {}
+    environ = os.environ if environ is None else environ
+    sdk_defaults = load_sdk_defaults(environ) if sdk_defaults is None else sdk_defaults
+    platform = load_platform_metadata() if platform is None else platform
+
+    values: dict[str, Value] = {}
+    for setting in SETTINGS:
+        name = setting.name
+        if flags.get(name) is not None:
+            values[name] = Value(flags[name], "this magic's flag")
+            continue
+        if name in session and session[name][0] is not None:
+            values[name] = Value(*session[name])
+            continue
+        from_env = _from_environment(setting, environ)
+        if from_env is not None:
+            problem = setting.check(from_env.value)
+            if problem:
+                var = from_env.source.split("(")[-1].rstrip(")")
+                raise usage_error(f"The environment variable {var} is not usable: {problem}")
+            values[name] = from_env
+            continue
+        if name == "region":
+            region = _profile_region(values["profile"].value)
+            if region:
+                values[name] = Value(region, "AWS config (~/.aws/config)")
+                continue
+        if name in sdk_defaults:
+            values[name] = Value(*sdk_defaults[name])
+            continue
+        if name in platform:
+            values[name] = Value(*platform[name])
+            continue
+        values[name] = Value(setting.default, "default" if setting.default else "not set")
+
+    return Settings(values)

@@ -1,0 +1,479 @@
+"""Start, stop and inspect the sandbox's services.
+
+The sandbox is a set of processes bound to 127.0.0.1 that stand in for AWS:
+
+* ``api``: one AWS endpoint (moto's server behind :mod:`.gateway`) answering
+  S3, ECR, STS, IAM, CloudWatch Logs and SageMaker;
+* ``registry``: a container registry standing in for ECR's data plane
+  (Debian's ``docker-registry`` binary, or the ``registry:2`` image when the
+  Docker engine can pull it).
+
+The processes are detached from the notebook kernel and recorded in
+``state.json`` under the sandbox home (``SM_MAGICS_SANDBOX_HOME``, default
+``~/.sm_magics/sandbox``), so a kernel restart or a second notebook finds
+them again, and ``stop`` ends exactly what ``start`` started.
+
+Example::
+
+    >>> box = Sandbox()
+    >>> status = box.start(log=print)
+    >>> os.environ.update(box.environment())   # plain boto3 now reaches the sandbox
+    >>> box.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import SANDBOX_VARS
+from ..docker_engine import START_HINT, engine_problem
+from ..errors import usage_error
+
+__all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus"]
+
+SANDBOX_REGION = "us-east-1"
+SANDBOX_ACCOUNT = "123456789012"
+SANDBOX_ROLE_NAME = "SageMakerExecutionRole"
+REGISTRY_IMAGE = "registry:2"
+REGISTRY_CONTAINER = "sm-magics-sandbox-registry"
+# Variables that would send requests elsewhere or pick other credentials while
+# the sandbox is active; they are removed and restored on stop.
+_CLEARED_VARS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                 "AWS_DEFAULT_PROFILE")
+_START_TIMEOUT = 30.0
+
+
+def sandbox_home() -> Path:
+    """Where the sandbox keeps its state file, logs and registry storage."""
+    return Path(os.environ.get("SM_MAGICS_SANDBOX_HOME", "~/.sm_magics/sandbox")).expanduser()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pid_alive(pid: int | None, marker: str) -> bool:
+    """True when ``pid`` runs and its command line contains ``marker`` (no PID reuse)."""
+    if not pid:
+        return False
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)  # a sandbox service this process started
+            except ChildProcessError:
+                pass
+            return False
+    except (OSError, IndexError):
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return marker in cmdline
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = _START_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    if _wait_until(lambda: not _pid_alive(pid, ""), timeout):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    _wait_until(lambda: not _pid_alive(pid, ""), 5)
+
+
+@dataclass
+class ServiceStatus:
+    """One service: what it is, whether it runs, and where."""
+
+    name: str
+    running: bool
+    where: str
+    detail: str = ""
+
+    @property
+    def state(self) -> str:
+        if self.name == "base":
+            return "present" if self.running else "missing"
+        return "running" if self.running else "stopped"
+
+
+@dataclass
+class SandboxStatus:
+    """What runs where. Reads as a table in a terminal and in a notebook."""
+
+    home: Path
+    services: list[ServiceStatus] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def running(self) -> bool:
+        return any(s.running for s in self.services if s.name in ("api", "registry"))
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        return [
+            (s.name, s.state, s.where, s.detail)
+            for s in self.services
+        ]
+
+    def __repr__(self) -> str:
+        rows = [("service", "state", "where", "detail")] + self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        head = f"sm-magics sandbox ({self.home})"
+        return "\n".join([head, *lines, *([self.note] if self.note else [])])
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows()
+        )
+        note = f"<p>{escape(self.note)}</p>" if self.note else ""
+        return (
+            f"<p><b>sm-magics sandbox</b> <code>{escape(str(self.home))}</code></p>"
+            "<table><thead><tr><th>service</th><th>state</th><th>where</th><th>detail</th>"
+            f"</tr></thead><tbody>{body}</tbody></table>{note}"
+        )
+
+
+class Sandbox:
+    """The sandbox's services under one home directory."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or sandbox_home()
+        self.state_file = self.home / "state.json"
+        self.run_dir = self.home / "run"
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> dict | None:
+        """The recorded state, or ``None`` when the sandbox was not started."""
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_state(self, state: dict) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        partial = self.state_file.with_suffix(".partial")
+        partial.write_text(json.dumps(state, indent=2))
+        partial.replace(self.state_file)
+
+    def _api_alive(self, state: dict) -> bool:
+        api = state.get("api", {})
+        return _pid_alive(api.get("pid"), "sm_magics.sandbox.gateway") and _http_ok(
+            f"http://127.0.0.1:{api.get('port')}/moto-api/"
+        )
+
+    def _registry_alive(self, state: dict) -> bool:
+        reg = state.get("registry", {})
+        if reg.get("kind") == "binary" and not _pid_alive(reg.get("pid"), "docker-registry"):
+            return False
+        return _http_ok(f"http://127.0.0.1:{reg.get('port')}/v2/")
+
+    def is_running(self) -> bool:
+        state = self.state()
+        return bool(state) and self._api_alive(state) and self._registry_alive(state)
+
+    # ------------------------------------------------------------ start
+
+    def preflight(self) -> None:
+        """Raise a ``UsageError`` naming what is missing, before anything starts."""
+        try:
+            import moto  # noqa: F401
+            import werkzeug  # noqa: F401
+        except ImportError:
+            raise usage_error(
+                "The sandbox needs moto's server, which is not installed. Install it with "
+                "`pip install 'sm-magics[sandbox]'`."
+            ) from None
+        problem = engine_problem()
+        if problem:
+            raise usage_error(f"The sandbox needs a Docker engine. {problem} {START_HINT}")
+        if shutil.which("docker-registry") is None and not self._registry_image_available():
+            raise usage_error(
+                "The sandbox needs a container registry: neither the `docker-registry` program "
+                f"nor the {REGISTRY_IMAGE} image is available, and the Docker engine could not "
+                f"pull {REGISTRY_IMAGE}. Install the program with `sudo apt-get install "
+                f"docker-registry`, or make `docker pull {REGISTRY_IMAGE}` work."
+            )
+
+    def _registry_image_available(self) -> bool:
+        import docker
+
+        client = docker.from_env()
+        try:
+            client.images.get(REGISTRY_IMAGE)
+            return True
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            client.images.pull(REGISTRY_IMAGE)
+            return True
+        except docker.errors.APIError:
+            return False
+
+    def start(self, log: Callable[[str], None] = lambda _: None) -> SandboxStatus:
+        """Start the services (or find them running) and return their status.
+
+        Raises a ``UsageError`` when something needed is missing; whatever was
+        started before a failure is stopped again.
+        """
+        state = self.state()
+        if state and self._api_alive(state) and self._registry_alive(state):
+            log("The sandbox is already running.")
+            return self.status()
+        if state:
+            self.stop()
+        self.preflight()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {"started_at": time.time(), "region": SANDBOX_REGION}
+        try:
+            state["api"] = self._start_api(log)
+            self._write_state(state)
+            state["registry"] = self._start_registry(log)
+            self._write_state(state)
+            state["role_arn"] = self._seed(state)
+            state["base_image"], state["base_note"] = self._base_image(log)
+            self._write_state(state)
+        except BaseException:
+            self.stop()
+            raise
+        return self.status()
+
+    def _start_api(self, log: Callable[[str], None]) -> dict:
+        port = _free_port()
+        log_path = self.run_dir / "api.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "sm_magics.sandbox.gateway", "--port", str(port)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=env, cwd=self.run_dir,
+            )
+        info = {"pid": process.pid, "port": port, "log": str(log_path)}
+        if not _wait_until(lambda: process.poll() is None and _http_ok(
+                f"http://127.0.0.1:{port}/moto-api/")):
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise usage_error(
+                f"The sandbox's AWS endpoint did not start on 127.0.0.1:{port}: "
+                f"{' '.join(tail) or 'no output'}. See {log_path}."
+            )
+        log(f"AWS endpoint (moto) on http://127.0.0.1:{port}")
+        return info
+
+    def _start_registry(self, log: Callable[[str], None]) -> dict:
+        port = _free_port()
+        storage = self.run_dir / "registry"
+        storage.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("docker-registry")
+        if binary:
+            config = self.run_dir / "registry.yml"
+            config.write_text(
+                "version: 0.1\n"
+                "log:\n  level: warn\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
+                "  delete:\n    enabled: true\n"
+                f"http:\n  addr: 127.0.0.1:{port}\n"
+            )
+            log_path = self.run_dir / "registry.log"
+            with open(log_path, "ab") as out:
+                process = subprocess.Popen(
+                    [binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
+            info = {"kind": "binary", "pid": process.pid, "port": port, "log": str(log_path)}
+        else:
+            import docker
+
+            container = docker.from_env().containers.run(
+                REGISTRY_IMAGE, detach=True, network_mode="host",
+                name=f"{REGISTRY_CONTAINER}-{port}",
+                environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+                             "REGISTRY_STORAGE_DELETE_ENABLED": "true"},
+                volumes={str(storage): {"bind": "/var/lib/registry", "mode": "rw"}},
+            )
+            info = {"kind": "container", "container": container.id, "port": port}
+        if not _wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/v2/")):
+            raise usage_error(
+                f"The sandbox registry did not start on 127.0.0.1:{port}. "
+                f"See {info.get('log', 'the registry container logs')}."
+            )
+        log(f"Container registry on 127.0.0.1:{port}")
+        return info
+
+    def _seed(self, state: dict) -> str:
+        """Create what a fresh AWS account would have: the SageMaker execution role."""
+        import boto3
+
+        iam = boto3.client(
+            "iam", endpoint_url=f"http://127.0.0.1:{state['api']['port']}",
+            region_name=SANDBOX_REGION, aws_access_key_id="sandbox",
+            aws_secret_access_key="sandbox",
+        )
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+                           "Action": "sts:AssumeRole"}],
+        }
+        role = iam.create_role(RoleName=SANDBOX_ROLE_NAME,
+                               AssumeRolePolicyDocument=json.dumps(trust))
+        return role["Role"]["Arn"]
+
+    def _base_image(self, log: Callable[[str], None]) -> tuple[str | None, str]:
+        import docker
+
+        from .base_image import BaseImageUnavailable, ensure_base_image
+
+        try:
+            return ensure_base_image(docker.from_env(), log=log), ""
+        except BaseImageUnavailable as exc:
+            note = (f"The offline base image is missing and {exc}; builds use the default base "
+                    "image, which the Docker engine must be able to pull.")
+            log(note)
+            return None, note
+
+    # ------------------------------------------------------------ environment
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point boto3, the magics and ``docker`` at the sandbox."""
+        state = self.state()
+        if not state:
+            raise usage_error("The sandbox is not running. Start it with `%sm_sandbox start`.")
+        endpoint = f"http://127.0.0.1:{state['api']['port']}"
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_REGION": state["region"],
+            "AWS_DEFAULT_REGION": state["region"],
+            "SM_MAGICS_REGISTRY": f"127.0.0.1:{state['registry']['port']}",
+            "SM_MAGICS_ROLE": state["role_arn"],
+        }
+        if state.get("base_image"):
+            env["SM_MAGICS_BASE"] = state["base_image"]
+        env[SANDBOX_VARS] = ",".join(sorted(env))
+        return env
+
+    def apply_environment(self, environ: dict | None = None) -> dict[str, str | None]:
+        """Point ``environ`` (default ``os.environ``) at the sandbox.
+
+        Returns the previous values, for :meth:`restore_environment`.
+        """
+        environ = os.environ if environ is None else environ
+        new = self.environment()
+        changed = [*new, *_CLEARED_VARS,
+                   *(k for k in environ if k.startswith("AWS_ENDPOINT_URL_"))]
+        previous = {k: environ.get(k) for k in changed}
+        for key in changed:
+            environ.pop(key, None)
+        environ.update(new)
+        return previous
+
+    @staticmethod
+    def restore_environment(previous: dict[str, str | None], environ: dict | None = None) -> None:
+        """Undo :meth:`apply_environment`."""
+        environ = os.environ if environ is None else environ
+        for key, value in previous.items():
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
+
+    # ------------------------------------------------------------ stop / status
+
+    def stop(self) -> SandboxStatus:
+        """Stop what ``start`` started (never the Docker engine) and forget its data."""
+        state = self.state() or {}
+        api = state.get("api", {})
+        if _pid_alive(api.get("pid"), "sm_magics.sandbox.gateway"):
+            _terminate(api["pid"])
+        registry = state.get("registry", {})
+        if registry.get("kind") == "binary" and _pid_alive(registry.get("pid"), "docker-registry"):
+            _terminate(registry["pid"])
+        elif registry.get("kind") == "container":
+            import docker
+
+            try:
+                docker.from_env().containers.get(registry["container"]).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        self.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        return self.status()
+
+    def status(self) -> SandboxStatus:
+        """What runs where, checked now (not only what the state file says)."""
+        state = self.state() or {}
+        status = SandboxStatus(self.home)
+        api = state.get("api")
+        status.services.append(ServiceStatus(
+            "api", bool(api) and self._api_alive(state),
+            f"http://127.0.0.1:{api['port']}" if api else "-",
+            "S3, ECR, STS, IAM, CloudWatch Logs, SageMaker" + (
+                f" (pid {api['pid']})" if api else ""),
+        ))
+        reg = state.get("registry")
+        status.services.append(ServiceStatus(
+            "registry", bool(reg) and self._registry_alive(state),
+            f"127.0.0.1:{reg['port']}" if reg else "-",
+            ("docker-registry" + f" (pid {reg['pid']})" if reg.get("kind") == "binary"
+             else f"{REGISTRY_IMAGE} container") if reg else "",
+        ))
+        problem = engine_problem()
+        status.services.append(ServiceStatus(
+            "docker", problem is None,
+            os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+            "Docker engine (not managed by the sandbox)" if problem is None else problem,
+        ))
+        if state.get("base_image"):
+            status.services.append(ServiceStatus("base", True, state["base_image"],
+                                                 "default --base of sandbox builds"))
+        status.note = state.get("base_note", "")
+        if not state:
+            status.note = "The sandbox is not running. Start it with `%sm_sandbox start`."
+        return status
