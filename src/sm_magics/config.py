@@ -38,6 +38,7 @@ __all__ = [
     "Settings",
     "Value",
     "check_value",
+    "clean_value",
     "resolve",
 ]
 
@@ -181,10 +182,10 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("region", "AWS region of every call.", ("SM_MAGICS_REGION", "AWS_REGION",
-            "AWS_DEFAULT_REGION"), _check_region),
     Setting("profile", "AWS profile from ~/.aws/config to take credentials from.",
             ("SM_MAGICS_PROFILE", "AWS_PROFILE"), _check_profile),
+    Setting("region", "AWS region of every call.", ("SM_MAGICS_REGION", "AWS_REGION",
+            "AWS_DEFAULT_REGION"), _check_region),
     Setting("role", "IAM role ARN that SageMaker training jobs run as.", ("SM_MAGICS_ROLE",),
             _check_role, sdk_key=("SageMaker", "TrainingJob", "RoleArn")),
     Setting("bucket", "S3 bucket for parameters, inputs and model artifacts.",
@@ -207,19 +208,27 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
-def check_value(name: str, value: str) -> str:
+def clean_value(name: str, value: str) -> tuple[str, str | None]:
+    """``value`` cleaned up, and a sentence saying what is wrong with it (or ``None``).
+
+    >>> clean_value("prefix", "/team/fraud/")
+    ('team/fraud', None)
+    """
+    value = value.strip()
+    if name == "prefix" and value.strip("/"):
+        value = value.strip("/")
+    return value, BY_NAME[name].check(value)
+
+
+def check_value(name: str, value: str, where: str = "%sm_config") -> str:
     """Return ``value`` cleaned up, or raise a ``UsageError`` saying what is wrong.
 
     >>> check_value("region", "eu-west-1")
     'eu-west-1'
     """
-    setting = BY_NAME[name]
-    value = value.strip()
-    if name == "prefix":
-        value = value.strip("/") if value.strip("/") else value
-    problem = setting.check(value)
+    value, problem = clean_value(name, value)
     if problem:
-        raise usage_error(f"{setting.flag}: {problem}")
+        raise usage_error(f"{where} {BY_NAME[name].flag}: {problem}")
     return value
 
 

@@ -13,7 +13,7 @@ import shlex
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, output_can_be_silenced
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Unicode, observe, validate
+from traitlets import TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
 from . import config
@@ -68,26 +68,28 @@ class SageMakerMagics(Magics, Configurable):
     registry = _trait("Registry host to push images to instead of the ECR host.")
 
     def __init__(self, shell=None, **kwargs) -> None:
+        self._sources: dict[str, str] = {}
+        self._setting_from = "IPython config"  # the label of values set while loading
         super().__init__(shell=shell, config=shell.config if shell else None, **kwargs)
-        self._sources: dict[str, str] = {
-            s.name: "IPython config" for s in config.SETTINGS if getattr(self, s.name) is not None
-        }
-        self._setting_from_magic = False
+        self._setting_from = "%config"
         self._sandbox_previous_env: dict[str, str | None] | None = None
 
     @validate(*(s.name for s in config.SETTINGS))
     def _check_setting(self, proposal) -> str | None:
-        value = proposal["value"]
-        return None if value is None else config.check_value(proposal["trait"].name, value)
+        name, value = proposal["trait"].name, proposal["value"]
+        if value is None:
+            return None
+        value, problem = config.clean_value(name, value)
+        if problem:
+            raise TraitError(f"SageMakerMagics.{name}: {problem}")
+        return value
 
     @observe(*(s.name for s in config.SETTINGS))
     def _record_source(self, change) -> None:
         if change["new"] is None:
             self._sources.pop(change["name"], None)
         else:
-            self._sources[change["name"]] = (
-                "%sm_config" if self._setting_from_magic else "%config"
-            )
+            self._sources[change["name"]] = self._setting_from
 
     def settings(self, **flags: str | None) -> config.Settings:
         """The effective settings for a magic run with ``flags``."""
@@ -134,14 +136,14 @@ class SageMakerMagics(Magics, Configurable):
             s.name: config.check_value(s.name, getattr(args, s.name))
             for s in config.SETTINGS if getattr(args, s.name) is not None
         }
-        self._setting_from_magic = True
+        self._setting_from = "%sm_config"
         try:
             for name in args.unset:
                 setattr(self, name.replace("-", "_"), None)
             for name, value in given.items():
                 setattr(self, name, value)
         finally:
-            self._setting_from_magic = False
+            self._setting_from = "%config"
         settings = self.settings()
         if settings.region and not settings.bucket:
             settings = self._with_default_bucket(settings)

@@ -12,8 +12,10 @@ notebook kernel::
 from __future__ import annotations
 
 import argparse
+import json
 import signal
-import sys
+import threading
+from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -43,22 +45,48 @@ def build_app() -> Gateway:
     return Gateway(moto_app)
 
 
+SEED_ROLE = "SageMakerExecutionRole"
+
+
+def seed(endpoint: str) -> str:
+    """Create what a fresh AWS account has for SageMaker: the execution role. Returns its ARN."""
+    import boto3
+
+    iam = boto3.session.Session().client(
+        "iam", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="sandbox", aws_secret_access_key="sandbox",
+    )
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+                       "Action": "sts:AssumeRole"}],
+    }
+    role = iam.create_role(RoleName=SEED_ROLE, AssumeRolePolicyDocument=json.dumps(trust),
+                           Description="Execution role of sandbox training jobs")
+    return role["Role"]["Arn"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ready-file", type=Path, required=True,
+                        help="Written (JSON) once the endpoint answers and is seeded.")
     args = parser.parse_args(argv)
 
     from moto.server import MotoRequestHandler
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    run_simple(
-        "127.0.0.1",
-        args.port,
-        build_app(),
-        threaded=True,
-        request_handler=MotoRequestHandler,
-    )
+    server = make_server("127.0.0.1", args.port, build_app(), threaded=True,
+                         request_handler=MotoRequestHandler)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    role_arn = seed(f"http://127.0.0.1:{args.port}")
+    partial = args.ready_file.with_suffix(".partial")
+    partial.write_text(json.dumps({"role_arn": role_arn}))
+    partial.replace(args.ready_file)
+    while thread.is_alive():
+        thread.join(timeout=1)
 
 
 if __name__ == "__main__":

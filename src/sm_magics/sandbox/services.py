@@ -45,7 +45,6 @@ __all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus"]
 
 SANDBOX_REGION = "us-east-1"
 SANDBOX_ACCOUNT = "123456789012"
-SANDBOX_ROLE_NAME = "SageMakerExecutionRole"
 REGISTRY_IMAGE = "registry:2"
 REGISTRY_CONTAINER = "sm-magics-sandbox-registry"
 # Variables that would send requests elsewhere or pick other credentials while
@@ -277,7 +276,6 @@ class Sandbox:
             self._write_state(state)
             state["registry"] = self._start_registry(log)
             self._write_state(state)
-            state["role_arn"] = self._seed(state)
             state["base_image"], state["base_note"] = self._base_image(log)
             self._write_state(state)
         except BaseException:
@@ -288,23 +286,25 @@ class Sandbox:
     def _start_api(self, log: Callable[[str], None]) -> dict:
         port = _free_port()
         log_path = self.run_dir / "api.log"
+        ready = self.run_dir / "api.ready"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "sm_magics.sandbox.gateway", "--port", str(port)],
+                [sys.executable, "-m", "sm_magics.sandbox.gateway", "--port", str(port),
+                 "--ready-file", str(ready)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env, cwd=self.run_dir,
             )
-        info = {"pid": process.pid, "port": port, "log": str(log_path)}
-        if not _wait_until(lambda: process.poll() is None and _http_ok(
-                f"http://127.0.0.1:{port}/moto-api/")):
+        if not _wait_until(lambda: process.poll() is None and ready.exists()):
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise usage_error(
                 f"The sandbox's AWS endpoint did not start on 127.0.0.1:{port}: "
                 f"{' '.join(tail) or 'no output'}. See {log_path}."
             )
         log(f"AWS endpoint (moto) on http://127.0.0.1:{port}")
-        return info
+        seeded = json.loads(ready.read_text())
+        return {"pid": process.pid, "port": port, "log": str(log_path),
+                "role_arn": seeded["role_arn"]}
 
     def _start_registry(self, log: Callable[[str], None]) -> dict:
         port = _free_port()
@@ -346,24 +346,6 @@ class Sandbox:
         log(f"Container registry on 127.0.0.1:{port}")
         return info
 
-    def _seed(self, state: dict) -> str:
-        """Create what a fresh AWS account would have: the SageMaker execution role."""
-        import boto3
-
-        iam = boto3.client(
-            "iam", endpoint_url=f"http://127.0.0.1:{state['api']['port']}",
-            region_name=SANDBOX_REGION, aws_access_key_id="sandbox",
-            aws_secret_access_key="sandbox",
-        )
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
-                           "Action": "sts:AssumeRole"}],
-        }
-        role = iam.create_role(RoleName=SANDBOX_ROLE_NAME,
-                               AssumeRolePolicyDocument=json.dumps(trust))
-        return role["Role"]["Arn"]
-
     def _base_image(self, log: Callable[[str], None]) -> tuple[str | None, str]:
         import docker
 
@@ -392,7 +374,7 @@ class Sandbox:
             "AWS_REGION": state["region"],
             "AWS_DEFAULT_REGION": state["region"],
             "SM_MAGICS_REGISTRY": f"127.0.0.1:{state['registry']['port']}",
-            "SM_MAGICS_ROLE": state["role_arn"],
+            "SM_MAGICS_ROLE": state["api"]["role_arn"],
         }
         if state.get("base_image"):
             env["SM_MAGICS_BASE"] = state["base_image"]

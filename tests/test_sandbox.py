@@ -1,0 +1,260 @@
+"""The sandbox's services: really started, really answering, really stopped."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+from IPython.core.error import UsageError
+
+from sm_magics.sandbox import SANDBOX_ACCOUNT, Sandbox
+from sm_magics.sandbox.base_image import BASE_IMAGE
+
+pytestmark = [pytest.mark.docker, pytest.mark.sandbox]
+
+
+def process_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def port_answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def clients(env: dict[str, str]):
+    kwargs = {
+        "endpoint_url": env["AWS_ENDPOINT_URL"],
+        "region_name": env["AWS_REGION"],
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+    }
+    return {name: boto3.client(name, **kwargs) for name in ("s3", "ecr", "sts", "logs", "iam",
+                                                             "sagemaker")}
+
+
+def tiny_image(client, tag: str) -> None:
+    """A one-file image built FROM scratch: enough to exercise a push."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM scratch\nCOPY hello.txt /hello.txt\n"),
+                           ("hello.txt", tag.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="host")
+
+
+@pytest.fixture
+def own_sandbox(tmp_path, monkeypatch):
+    """A sandbox of this test's own, stopped afterwards whatever happens."""
+    monkeypatch.setenv("SM_MAGICS_SANDBOX_HOME", str(tmp_path / "home"))
+    box = Sandbox(tmp_path / "home")
+    yield box
+    box.stop()
+
+
+def test_start_runs_services_that_answer_s3_ecr_sts_and_the_registry(own_sandbox):
+    status = own_sandbox.start()
+    assert status.running
+    state = own_sandbox.state()
+    assert process_running(state["api"]["pid"])
+    assert process_running(state["registry"]["pid"])
+    env = own_sandbox.environment()
+    aws = clients(env)
+
+    assert aws["sts"].get_caller_identity()["Account"] == SANDBOX_ACCOUNT
+    aws["s3"].create_bucket(Bucket="sandbox-check")
+    aws["s3"].put_object(Bucket="sandbox-check", Key="a.txt", Body=b"hello")
+    assert aws["s3"].get_object(Bucket="sandbox-check", Key="a.txt")["Body"].read() == b"hello"
+    repo = aws["ecr"].create_repository(repositoryName="check")["repository"]
+    assert repo["repositoryUri"].endswith("/check")
+    assert aws["ecr"].get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    role = aws["iam"].get_role(RoleName="SageMakerExecutionRole")["Role"]["Arn"]
+    assert env["SM_MAGICS_ROLE"] == role
+    assert aws["logs"].describe_log_groups()["logGroups"] == []
+
+    registry = env["SM_MAGICS_REGISTRY"]
+    with urllib.request.urlopen(f"http://{registry}/v2/") as response:
+        assert response.status == 200
+
+
+def test_images_push_to_the_sandbox_registry(own_sandbox):
+    import docker
+
+    own_sandbox.start()
+    registry = own_sandbox.environment()["SM_MAGICS_REGISTRY"]
+    client = docker.from_env()
+    tag = f"{registry}/sandbox-check:v1"
+    tiny_image(client, tag)
+    try:
+        for event in client.images.push(tag, stream=True, decode=True):
+            assert "error" not in event, event
+        with urllib.request.urlopen(f"http://{registry}/v2/sandbox-check/tags/list") as response:
+            assert json.load(response)["tags"] == ["v1"]
+    finally:
+        client.images.remove(tag, force=True)
+
+
+def test_stop_ends_every_process_start_started_and_leaves_nothing(own_sandbox):
+    own_sandbox.start()
+    state = own_sandbox.state()
+    ports = [state["api"]["port"], state["registry"]["port"]]
+    pids = [state["api"]["pid"], state["registry"]["pid"]]
+
+    status = own_sandbox.stop()
+
+    assert not status.running
+    assert not any(process_running(pid) for pid in pids)
+    assert not any(port_answers(port) for port in ports)
+    assert not own_sandbox.state_file.exists()
+    assert not own_sandbox.run_dir.exists()
+    assert [s.running for s in status.services if s.name == "docker"] == [True]
+
+
+def test_start_finds_a_running_sandbox_instead_of_starting_another(own_sandbox):
+    own_sandbox.start()
+    first = own_sandbox.state()
+    messages = []
+    Sandbox(own_sandbox.home).start(log=messages.append)
+    assert own_sandbox.state()["api"] == first["api"]
+    assert messages == ["The sandbox is already running."]
+
+
+def test_start_replaces_a_sandbox_whose_processes_died(own_sandbox):
+    own_sandbox.start()
+    dead = own_sandbox.state()
+    os.killpg(dead["api"]["pid"], 9)
+    assert not own_sandbox.is_running()
+    own_sandbox.start()
+    state = own_sandbox.state()
+    assert state["api"]["pid"] != dead["api"]["pid"]
+    assert not process_running(dead["registry"]["pid"])
+    assert own_sandbox.is_running()
+
+
+def test_status_says_what_runs_where(own_sandbox):
+    before = own_sandbox.status()
+    assert not before.running
+    assert "not running" in repr(before)
+    own_sandbox.start()
+    status = own_sandbox.status()
+    rows = {row[0]: row for row in status.rows()}
+    state = own_sandbox.state()
+    assert rows["api"][1:3] == ("running", f"http://127.0.0.1:{state['api']['port']}")
+    assert rows["registry"][1:3] == ("running", f"127.0.0.1:{state['registry']['port']}")
+    assert rows["base"][1:3] == ("present", BASE_IMAGE)
+    assert "<table>" in status._repr_html_()
+
+
+def test_no_docker_engine_is_a_usage_error_and_starts_nothing(own_sandbox, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(UsageError) as err:
+        own_sandbox.start()
+    assert type(err.value) is UsageError
+    message = str(err.value)
+    assert message.startswith(
+        "The sandbox needs a Docker engine. No Docker engine answers at "
+        "unix:///nonexistent/docker.sock")
+    assert "sudo dockerd --bridge=none --iptables=false &" in message
+    assert own_sandbox.state() is None
+
+
+def test_the_sandbox_base_image_has_python_pip_and_the_host_ca_bundle(own_sandbox):
+    import docker
+
+    own_sandbox.start()
+    assert own_sandbox.environment()["SM_MAGICS_BASE"] == BASE_IMAGE
+    out = docker.from_env().containers.run(
+        BASE_IMAGE, ["sh", "-c", "python3 --version && python3 -m pip --version && "
+                     "sha256sum /etc/ssl/certs/ca-certificates.crt"],
+        remove=True, network_mode="host",
+    ).decode()
+    assert out.startswith("Python 3.11")
+    import hashlib
+
+    host_hash = hashlib.sha256(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()).hexdigest()
+    assert host_hash in out
+
+
+# ---------------------------------------------------------------- %sm_sandbox and the CLI
+
+
+def test_sm_sandbox_points_plain_boto3_at_the_sandbox_and_stop_restores(
+        ip, tmp_path, monkeypatch):
+    monkeypatch.setenv("SM_MAGICS_SANDBOX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AWS_PROFILE", "someone")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    try:
+        status = ip.run_line_magic("sm_sandbox", "start")
+        assert status.running
+        assert "AWS_PROFILE" not in os.environ
+        ip.run_cell("import boto3\nboto3.client('s3').create_bucket(Bucket='from-a-cell')")
+        buckets = [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
+        assert buckets == ["from-a-cell"]
+        settings = ip.run_line_magic("sm_config", "")
+        assert settings["endpoint_url"].source == "sandbox (AWS_ENDPOINT_URL)"
+        assert settings["bucket"].value == f"sagemaker-us-east-1-{SANDBOX_ACCOUNT}"
+    finally:
+        status = ip.run_line_magic("sm_sandbox", "stop")
+    assert not status.running
+    assert os.environ["AWS_PROFILE"] == "someone"
+    assert os.environ["AWS_REGION"] == "eu-west-1"
+    assert "AWS_ENDPOINT_URL" not in os.environ
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("", "%sm_sandbox: the following arguments are required: action. "
+             "See `%sm_sandbox?` for the options."),
+        ("restart", "%sm_sandbox: option action: invalid choice: 'restart' (choose from "
+                    "'start', 'stop', 'status'). See `%sm_sandbox?` for the options."),
+        ("start --port 1", "%sm_sandbox: unrecognized arguments: --port 1. "
+                           "See `%sm_sandbox?` for the options."),
+    ],
+)
+def test_bad_sm_sandbox_lines_give_the_exact_usage_error(ip, line, message):
+    with pytest.raises(UsageError) as err:
+        ip.run_line_magic("sm_sandbox", line)
+    assert type(err.value) is UsageError
+    assert str(err.value) == message
+
+
+def test_the_command_line_starts_reports_and_stops(tmp_path):
+    env = {**os.environ, "SM_MAGICS_SANDBOX_HOME": str(tmp_path / "home")}
+    run = [sys.executable, "-m", "sm_magics", "sandbox"]
+    try:
+        started = subprocess.run([*run, "start"], env=env, capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr
+        assert "api       running" in started.stdout
+        status = subprocess.run([*run, "status"], env=env, capture_output=True, text=True)
+        assert status.returncode == 0
+        exports = subprocess.run([*run, "env"], env=env, capture_output=True, text=True).stdout
+        assert "export AWS_ENDPOINT_URL=http://127.0.0.1:" in exports
+        pid = json.loads((tmp_path / "home" / "state.json").read_text())["api"]["pid"]
+        assert process_running(pid)
+    finally:
+        stopped = subprocess.run([*run, "stop"], env=env, capture_output=True, text=True)
+    assert stopped.returncode == 0
+    assert not process_running(pid)
+    status = subprocess.run([*run, "status"], env=env, capture_output=True, text=True)
+    assert status.returncode == 3
+    assert "api       stopped" in status.stdout
