@@ -37,7 +37,8 @@ def write_sdk_config(path, bucket=None, prefix=None, role=None):
         session["DefaultS3Bucket"] = bucket
     if prefix:
         session["DefaultS3ObjectKeyPrefix"] = prefix
-    document = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"Session": session}}}}
+    document = {"SchemaVersion": "1.0",
+                "SageMaker": {"PythonSDK": {"Modules": {"Session": session}}}}
     if role:
         document["SageMaker"]["TrainingJob"] = {"RoleArn": role}
     import yaml
@@ -82,12 +83,13 @@ def test_each_level_outranks_the_ones_below(clean_env, monkeypatch):
 def test_platform_metadata_is_used_when_nothing_else_says(clean_env, tmp_path):
     metadata = tmp_path / "resource-metadata.json"
     metadata.write_text(json.dumps({
-        "ResourceArn": "arn:aws:sagemaker:eu-central-1:111122223333:app/d-abc/user/JupyterLab/default",
+        "ResourceArn": "arn:aws:sagemaker:eu-central-1:111122223333:app/d-abc/user/JupyterLab/x",
         "ExecutionRoleArn": ROLE,
     }))
     platform = config.load_platform_metadata(metadata)
     settings = config.resolve(platform=platform)
-    assert settings["region"] == config.Value("eu-central-1", "SageMaker Studio / notebook metadata")
+    assert settings["region"] == config.Value(
+        "eu-central-1", "SageMaker Studio / notebook metadata")
     assert settings["role"] == config.Value(ROLE, "SageMaker Studio / notebook metadata")
 
 

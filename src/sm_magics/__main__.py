@@ -1,10 +1,12 @@
-"""Command line: ``python -m sm_magics sandbox start|stop|status|env``.
+"""Command line: the sandbox's services, its base image, and running a notebook.
 
 Example::
 
     $ python -m sm_magics sandbox start
     $ eval "$(python -m sm_magics sandbox env)"   # point this shell's aws/boto3 at it
     $ python -m sm_magics sandbox stop
+    $ python -m sm_magics sandbox base-image      # build the offline base image now
+    $ python -m sm_magics run-notebook notebooks/quickstart.ipynb --output out.ipynb
 """
 
 from __future__ import annotations
@@ -12,16 +14,26 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from IPython.core.error import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sm_magics", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sm_magics",
+                                     description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     sandbox = commands.add_parser("sandbox", help="The offline sandbox's services.")
-    sandbox.add_argument("action", choices=["start", "stop", "status", "env"])
+    sandbox.add_argument("action", choices=["start", "stop", "status", "env", "base-image"])
+    notebook = commands.add_parser(
+        "run-notebook", help="Execute a notebook top to bottom, keeping outputs and widget state.")
+    notebook.add_argument("path", type=Path)
+    notebook.add_argument("--output", type=Path, required=True)
+    notebook.add_argument("--timeout", type=int, default=1800, help="Seconds per cell.")
     args = parser.parse_args(argv)
+
+    if args.command == "run-notebook":
+        return run_notebook(args.path, args.output, args.timeout)
 
     from .sandbox import Sandbox
 
@@ -32,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
             print('\nPoint a shell at it with: eval "$(python -m sm_magics sandbox env)"')
         elif args.action == "stop":
             print(repr(box.stop()))
+        elif args.action == "base-image":
+            import docker
+
+            from .docker_engine import docker_client
+            from .sandbox.base_image import BaseImageUnavailable, ensure_base_image
+
+            try:
+                print(ensure_base_image(docker_client(), log=lambda m: print(m, file=sys.stderr)))
+            except (BaseImageUnavailable, docker.errors.DockerException) as exc:
+                print(f"error: the sandbox base image cannot be built: {exc}", file=sys.stderr)
+                return 1
         elif args.action == "status":
             status = box.status()
             print(repr(status))
@@ -43,6 +66,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_notebook(path: Path, output: Path, timeout: int = 1800,
+                 env: dict[str, str] | None = None) -> int:
+    """Execute ``path`` in its own folder and save it, with outputs and widget state, to ``output``.
+
+    Returns 0 when every cell ran, 1 when a cell failed (the notebook is saved either way).
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", store_widget_state=True,
+        resources={"metadata": {"path": str(path.resolve().parent)}},
+    )
+    status = 0
+    try:
+        client.execute(env=env)
+    except CellExecutionError as exc:
+        print(f"error: a cell of {path} failed:\n{exc}", file=sys.stderr)
+        status = 1
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, output)
+    print(f"Executed notebook written to {output}")
+    return status
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ class RemoteFailure(Exception):
 
     >>> raise RemoteFailure("Build of fraud failed at step 3/6: RUN pip install ...",
     ...                     reason="No matching distribution found for sklearn==0.1",
-    ...                     log_tail=["ERROR: ..."], hint="Fix the --pip spec and run the cell again.")
+    ...                     log_tail=["ERROR: ..."],
+    ...                     hint="Fix the --pip spec and run the cell again.")
     """
 
     def __init__(

@@ -15,8 +15,8 @@ import argparse
 import json
 import signal
 import threading
-from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]

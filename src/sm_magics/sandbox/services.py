@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -115,10 +116,8 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
         return
     if _wait_until(lambda: not _pid_alive(pid, ""), timeout):
         return
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
     _wait_until(lambda: not _pid_alive(pid, ""), 5)
 
 
@@ -420,10 +419,8 @@ class Sandbox:
         elif registry.get("kind") == "container":
             import docker
 
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 docker.from_env().containers.get(registry["container"]).remove(force=True)
-            except docker.errors.NotFound:
-                pass
         self.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.status()
