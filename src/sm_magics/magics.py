@@ -11,7 +11,13 @@ import re
 import shlex
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class, output_can_be_silenced
+from IPython.core.magic import (
+    Magics,
+    cell_magic,
+    line_magic,
+    magics_class,
+    output_can_be_silenced,
+)
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
@@ -193,3 +199,32 @@ class SageMakerMagics(Magics, Configurable):
                 self._sandbox_previous_env = None
             return status
         return box.status()
+
+    # ------------------------------------------------------------ %%sm_params
+
+    @magic_arguments()
+    @argument("name", help="Name of the parameter set, as given to `%sm_train --params NAME`.")
+    @output_can_be_silenced
+    @cell_magic
+    def sm_params(self, line: str = "", cell: str = ""):
+        """Run the cell and record the variables it assigns as the parameter set NAME.
+
+        Example::
+
+            %%sm_params fraud
+            learning_rate = 0.05
+            n_estimators = 200
+            features = ["amount", "hour"]
+
+        The variables exist in the notebook too. `%sm_train fraud --params fraud`
+        passes them to the job, where the code sees them typed. Values must be
+        str, int, float, bool, None, or lists and dicts of those (write tuples as
+        lists); names starting with `_` are not recorded.
+        """
+        args = parse(self.sm_params, line, "%sm_params")
+        from . import params
+
+        source = self.shell.transform_cell(cell)
+        captured = params.capture(args.name, source, self.shell.user_ns, run=self.shell.ex)
+        params.sets_for(self)[captured.name] = captured
+        return captured

@@ -71,14 +71,13 @@ def _pid_alive(pid: int | None, marker: str) -> bool:
     if not pid:
         return False
     try:
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            try:
-                os.waitpid(pid, os.WNOHANG)  # a sandbox service this process started
-            except ChildProcessError:
-                pass
-            return False
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
-        pass
+        zombie = False
+    if zombie:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # a sandbox service this process started
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
