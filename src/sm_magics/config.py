@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import configparser
+import functools
 import ipaddress
 import json
 import os
@@ -321,8 +322,9 @@ def load_sdk_defaults(environ: Mapping[str, str] | None = None) -> dict[str, tup
 def load_platform_metadata(path: Path = STUDIO_METADATA) -> dict[str, tuple[str, str]]:
     """What SageMaker Studio or a notebook instance says about this machine.
 
-    The region comes from the resource ARN in the metadata file. The execution
-    role is looked up only when it is needed (see :func:`discover_execution_role`).
+    The region comes from the resource ARN in the metadata file, the execution
+    role from the file when it names one, else from the SageMaker SDK's
+    discovery (:func:`discover_execution_role`, asked once per process).
     """
     try:
         metadata = json.loads(path.read_text())
@@ -333,11 +335,14 @@ def load_platform_metadata(path: Path = STUDIO_METADATA) -> dict[str, tuple[str,
     parts = arn.split(":")
     if len(parts) > 3 and parts[3]:
         found["region"] = (parts[3], "SageMaker Studio / notebook metadata")
-    if metadata.get("ExecutionRoleArn"):
-        found["role"] = (metadata["ExecutionRoleArn"], "SageMaker Studio / notebook metadata")
+    role = metadata.get("ExecutionRoleArn") or (
+        discover_execution_role() if path == STUDIO_METADATA else None)
+    if role:
+        found["role"] = (role, "SageMaker Studio / notebook metadata")
     return found
 
 
+@functools.cache
 def discover_execution_role() -> str | None:
     """The execution role of this Studio space or notebook instance, via the SageMaker SDK.
 

@@ -7,6 +7,7 @@ Every option of ``%sm_config`` is also a traitlets option of
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 
@@ -18,7 +19,7 @@ from IPython.core.magic import (
     magics_class,
     output_can_be_silenced,
 )
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
@@ -47,11 +48,12 @@ def parse(magic, line: str, name: str):
             "braces exist, or write {{ and }} for literal braces."
         )
     try:
-        shlex.split(line)
+        words = shlex.split(line)
     except ValueError as exc:
         raise usage_error(f"%{name}: cannot read the line ({exc}). Check the quotes.") from None
     try:
-        return parse_argstring(magic, line)
+        # Split like a shell (IPython's own splitting keeps the quotes in the values).
+        return magic.parser.parse_args(words)
     except UsageError as exc:
         message = str(exc).replace("argument ", "option ")
         raise usage_error(f"%{name}: {message}. See `%{name}?` for the options.") from None
@@ -228,3 +230,270 @@ class SageMakerMagics(Magics, Configurable):
         captured = params.capture(args.name, source, self.shell.user_ns, run=self.shell.ex)
         params.sets_for(self)[captured.name] = captured
         return captured
+
+    # ------------------------------------------------------------ %%sm_container
+
+    @property
+    def images(self) -> dict:
+        """The latest ``ContainerImage`` built by ``%%sm_container`` for each name."""
+        return self.__dict__.setdefault("_images", {})
+
+    @magic_arguments()
+    @argument("name", help="Container name, also the ECR repository: e.g. fraud or team/fraud.")
+    @argument("-o", "--output", metavar="VAR", help="Store the ContainerImage in VAR.")
+    @argument("--base", help="Base image (default: the `base` setting).")
+    @argument("--pip", nargs="+", action="extend", default=[], metavar="SPEC",
+              help="pip packages, e.g. --pip pandas==2.2.2 scikit-learn.")
+    @argument("--requirements", metavar="FILE", help="A requirements file to install.")
+    @argument("--apt", nargs="+", action="extend", default=[], metavar="PKG",
+              help="Debian/Ubuntu packages, e.g. --apt libgomp1.")
+    @argument("--file", nargs="+", action="extend", default=[], dest="files", metavar="PATH",
+              help="Files or folders copied next to train.py in /opt/program.")
+    @argument("--run", nargs="+", action="extend", default=[], metavar="CMD",
+              help="Shell commands run while building, one step each (quote each command).")
+    @argument("--env", nargs="+", action="extend", default=[], metavar="K=V",
+              help="Environment variables of the image.")
+    @argument("--dockerfile", action="store_true",
+              help="The cell is a complete Dockerfile instead of training code.")
+    @argument("--no-push", action="store_true",
+              help="Build in the local Docker engine only: no ECR, no push.")
+    @argument("--builder", help="How the image is built: docker (the default).")
+    @cell_magic
+    def sm_container(self, line: str = "", cell: str = ""):
+        """Turn the cell into a training image in ECR; rebuild only when the code changes.
+
+        Example::
+
+            %%sm_container fraud -o image --pip scikit-learn==1.5.2
+            from sklearn.linear_model import LogisticRegression
+            C = 1.0  # @param
+            model = LogisticRegression(C=C)
+            log_metric("accuracy", 0.93)
+
+        The cell becomes `train.py` in the image, after a short prelude that
+        gives `params`, `channels`, `model_dir`, `output_dir` and `log_metric`.
+        `x = value  # @param` lines read their value from the job's parameters,
+        so changing only such a value rebuilds nothing. The image tag is a hash
+        of everything in the image: an unchanged cell is one registry look-up.
+        The build context (Dockerfile, train.py, requirements.txt) is written
+        to `.sm_magics/builds/NAME/<tag>/` and can be built without this tool.
+        Returns a ContainerImage (also stored with -o VAR), remembered for
+        `%sm_train NAME`.
+        """
+        args = parse(self.sm_container, line, "%sm_container")
+        if args.output is not None and not args.output.isidentifier():
+            raise usage_error(
+                f"%%sm_container -o {args.output}: give a Python variable name, e.g. -o image."
+            )
+        flags = {
+            name: config.check_value(name, value, "%%sm_container")
+            for name, value in (("base", args.base), ("builder", args.builder))
+            if value is not None
+        }
+        settings = self.settings(**flags)
+        from IPython.display import display
+
+        from .build import BuildService
+        from .recipe import Recipe
+        from .ui import build_panel
+
+        recipe = Recipe(
+            name=args.name, body=cell, base=settings.base, pip=tuple(args.pip),
+            requirements=args.requirements, apt=tuple(args.apt), files=tuple(args.files),
+            run=tuple(args.run), env=tuple(args.env), dockerfile=args.dockerfile,
+        )
+        panel = build_panel(
+            args.name, widgets=getattr(self.shell, "kernel", None) is not None, display=display
+        )
+        image = BuildService(settings, listener=panel).build(recipe, push=not args.no_push)
+        self.images[image.name] = image
+        if args.output:
+            self.shell.user_ns[args.output] = image
+        return image
+
+    # ------------------------------------------------------------ %sm_train and friends
+
+    def _widgets(self) -> bool:
+        """True in a Jupyter kernel (widgets can show), False in a terminal."""
+        return getattr(self.shell, "kernel", None) is not None
+
+    def _aws(self, **flags):
+        from .aws import AwsContext
+
+        return AwsContext(self.settings(**flags))
+
+    def _follow(self, run, *, wait: bool):
+        """Show the panel of ``run``, follow it from a thread, and wait when asked."""
+        from IPython.display import display
+
+        from .ui.job_panel import job_panel
+
+        panel = job_panel(run.name, widgets=self._widgets(), display=display, on_stop=run.stop)
+        run.watcher.subscribe(panel.update)
+        run.watcher.start()
+        if wait:
+            try:
+                run.wait()
+            except KeyboardInterrupt:
+                print(f"Stopped waiting. The job {run.name} goes on; `%sm_stop {run.name}` "
+                      f"stops it and `%sm_attach {run.name}` follows it again.")
+        return run
+
+    @magic_arguments()
+    @argument("target", help="A container built with %%sm_container, or a full image URI.")
+    @argument("--params", nargs="+", action="extend", default=[], metavar="SET",
+              help="Parameter sets from %%sm_params cells, later ones winning.")
+    @argument("--hp", nargs="+", action="extend", default=[], metavar="K=V",
+              help="Parameters given here, winning over everything else.")
+    @argument("--input", nargs="+", action="extend", default=[], dest="inputs",
+              metavar="CHANNEL=PATH_OR_S3", help="Input channels: local paths are synced to S3.")
+    @argument("--output", metavar="S3URI", help="Where model.tar.gz goes.")
+    @argument("--instance-type", help="e.g. ml.m5.large (default: the instance_type setting).")
+    @argument("--instance-count", type=int, default=1, help="Number of instances.")
+    @argument("--volume-size", type=int, default=30, metavar="GB", help="Disk per instance.")
+    @argument("--max-run", metavar="DURATION", help="Stop the job after this long: 90m, 2h.")
+    @argument("--spot", action="store_true", help="Use managed spot training.")
+    @argument("--max-wait", metavar="DURATION", help="Spot: longest wait plus run time.")
+    @argument("--keep-alive", metavar="DURATION", help="Keep a warm pool this long (<= 1h).")
+    @argument("--env", nargs="+", action="extend", default=[], metavar="K=V",
+              help="Environment variables of the job.")
+    @argument("--tag", nargs="+", action="extend", default=[], dest="tags", metavar="K=V",
+              help="Tags of the job.")
+    @argument("--job-name", help="Job name (default: NAME-YYYYmmdd-HHMMSS-xxxx).")
+    @argument("--metric", nargs="+", action="extend", default=[], dest="metrics",
+              metavar="NAME=REGEX", help="Extra metric definitions.")
+    @argument("--wait", action="store_true", help="Block until the job ends; fail the cell "
+              "when it fails.")
+    @output_can_be_silenced
+    @line_magic
+    def sm_train(self, line: str = ""):
+        """Start a SageMaker training job from a container cell and watch it live.
+
+        Example::
+
+            job = %sm_train fraud --params fraud --hp n_estimators=400 --input train=data/
+            job.wait()
+            job.model_data, job.metrics
+
+        Parameters are resolved (`# @param` defaults < --params sets < --hp), written to
+        S3 once per distinct content, and reach the code typed. Local --input folders
+        are synced to S3 (only changed files are uploaded). The panel shows the phases,
+        logs, metrics and a Stop button, while the notebook stays free; with --wait the
+        cell blocks and fails when the job fails. Returns a TrainingRun.
+        """
+        args = parse(self.sm_train, line, "sm_train")
+        from . import params as params_mod
+        from . import training
+        from .jobs import TrainingRun
+
+        flags = {}
+        if args.instance_type is not None:
+            flags["instance_type"] = config.check_value("instance_type", args.instance_type,
+                                                        "%sm_train")
+        aws = self._aws(**flags)
+        options = training.TrainOptions(
+            target=args.target, params=args.params, hp=args.hp, inputs=args.inputs,
+            output=args.output, instance_type=args.instance_type,
+            instance_count=args.instance_count, volume_size=args.volume_size,
+            max_run=args.max_run, spot=args.spot, max_wait=args.max_wait,
+            keep_alive=args.keep_alive, env=args.env, tags=args.tags, job_name=args.job_name,
+            metrics=args.metrics,
+            notebook=self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME"),
+        )
+        job = training.plan(aws, options, self.images, params_mod.sets_for(self))
+        previous = self._last_params.get(job.container)
+        if previous is not None and previous != job.params:
+            print(repr(params_mod.diff_table(previous, job.params)))
+        training.start(aws, job)
+        self._last_params[job.container] = job.params
+        run = TrainingRun(aws, job.name, params=job.params, image=job.image or job.image_uri)
+        self.runs[job.name] = run
+        return self._follow(run, wait=args.wait)
+
+    @property
+    def runs(self) -> dict:
+        """The training runs started or attached in this session, by job name."""
+        return self.__dict__.setdefault("_runs", {})
+
+    @property
+    def _last_params(self) -> dict:
+        return self.__dict__.setdefault("_last_params_by_container", {})
+
+    @magic_arguments()
+    @argument("job", help="Name of a training job.")
+    @argument("--wait", action="store_true", help="Block until the job ends.")
+    @output_can_be_silenced
+    @line_magic
+    def sm_attach(self, line: str = ""):
+        """Show the live panel of an existing training job, e.g. after a kernel restart.
+
+        Example::
+
+            job = %sm_attach fraud-20261124-101500-ab12
+        """
+        args = parse(self.sm_attach, line, "sm_attach")
+        from .jobs import TrainingRun
+
+        run = TrainingRun.attach(self._aws(), args.job)
+        self.runs[run.name] = run
+        return self._follow(run, wait=args.wait)
+
+    @magic_arguments()
+    @argument("--limit", type=int, default=20, help="How many jobs (newest first).")
+    @argument("--name", help="Only jobs whose name contains this.")
+    @output_can_be_silenced
+    @line_magic
+    def sm_jobs(self, line: str = ""):
+        """A table of recent training jobs: status, duration, image and parameters hash.
+
+        Example::
+
+            %sm_jobs --limit 5 --name fraud
+        """
+        args = parse(self.sm_jobs, line, "sm_jobs")
+        if not 1 <= args.limit <= 100:
+            raise usage_error("%sm_jobs --limit: give a number from 1 to 100.")
+        from .jobs import JobsTable
+
+        return JobsTable.fetch(self._aws(), limit=args.limit, name_contains=args.name)
+
+    @magic_arguments()
+    @argument("job", help="Name of a training job.")
+    @argument("--tail", type=int, metavar="N", help="Only the last N lines.")
+    @line_magic
+    def sm_logs(self, line: str = ""):
+        """Print the log of a training job (all instances).
+
+        Example::
+
+            %sm_logs fraud-20261124-101500-ab12 --tail 50
+        """
+        args = parse(self.sm_logs, line, "sm_logs")
+        if args.tail is not None and args.tail < 1:
+            raise usage_error("%sm_logs --tail: give a number of lines, 1 or more.")
+        from .jobs import TrainingRun
+
+        lines = TrainingRun.attach(self._aws(), args.job).logs()
+        if args.tail is not None:
+            lines = lines[-args.tail:]
+        print("\n".join(lines) if lines else f"(no log lines for {args.job} yet)")
+
+    @magic_arguments()
+    @argument("job", help="Name of a training job.")
+    @line_magic
+    def sm_stop(self, line: str = ""):
+        """Stop a training job (it ends as Stopped; the model is not uploaded).
+
+        Example::
+
+            %sm_stop fraud-20261124-101500-ab12
+        """
+        args = parse(self.sm_stop, line, "sm_stop")
+        from .jobs import TrainingRun
+
+        run = TrainingRun.attach(self._aws(), args.job)
+        if run.status in ("Completed", "Failed", "Stopped"):
+            print(f"The job {args.job} already ended: {run.status}.")
+            return
+        run.stop()
+        print(f"Stopping {args.job}; it ends as Stopped in a few seconds.")

@@ -330,7 +330,7 @@ class TrainingJobExecutor:
         try:
             leftovers = self.docker.containers.list(
                 all=True, filters={"label": f"{HOME_LABEL}={self.home}"})
-        except docker.errors.DockerException:
+        except Exception:  # no engine answers: nothing of ours can be left on it
             return
         for container in leftovers:
             with contextlib.suppress(docker.errors.APIError):
@@ -352,8 +352,9 @@ class TrainingJobExecutor:
         partial.write_text(text)
         partial.replace(path)
 
-    def _transition(self, job: _Job, status: str, message: str) -> None:
-        now = time.time()
+    def _transition(self, job: _Job, status: str, message: str,
+                    now: float | None = None) -> None:
+        now = time.time() if now is None else now
         with job.lock:
             transitions = job.record["SecondaryStatusTransitions"]
             if transitions and "EndTime" not in transitions[-1]:
@@ -374,7 +375,7 @@ class TrainingJobExecutor:
         now = time.time()
         with job.lock:
             record = job.record
-            self._transition(job, secondary, message)
+            self._transition(job, secondary, message, now)
             record["SecondaryStatusTransitions"][-1]["EndTime"] = now
             record["TrainingJobStatus"] = status
             if failure:

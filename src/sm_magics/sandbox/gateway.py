@@ -17,7 +17,10 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .executor import TrainingJobExecutor
 
 WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 
@@ -37,12 +40,15 @@ class Gateway:
         return handler(environ, start_response)
 
 
-def build_app() -> Gateway:
-    """moto's server application wrapped in a :class:`Gateway`."""
+def build_app(executor: TrainingJobExecutor | None = None) -> Gateway:
+    """moto's server application wrapped in a :class:`Gateway`.
+
+    With ``executor``, the training-job API is answered by it (jobs really run).
+    """
     from moto.server import DomainDispatcherApplication, create_backend_app
 
     moto_app = DomainDispatcherApplication(create_backend_app)
-    return Gateway(moto_app)
+    return Gateway(moto_app, executor.wsgi_handlers() if executor else None)
 
 
 SEED_ROLE = "SageMakerExecutionRole"
@@ -71,14 +77,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ready-file", type=Path, required=True,
                         help="Written (JSON) once the endpoint answers and is seeded.")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="The sandbox home, where training-job records are kept.")
+    parser.add_argument("--max-jobs", type=int, default=2,
+                        help="How many training jobs run at once.")
     args = parser.parse_args(argv)
 
     from moto.server import MotoRequestHandler
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", args.port, build_app(), threaded=True,
+    from .executor import TrainingJobExecutor
+    from .services import sandbox_home
+
+    executor = TrainingJobExecutor(f"http://127.0.0.1:{args.port}", args.home or sandbox_home(),
+                                   max_concurrent=args.max_jobs)
+    server = make_server("127.0.0.1", args.port, build_app(executor), threaded=True,
                          request_handler=MotoRequestHandler)
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+
+    def stop(*_: Any) -> None:
+        executor.shutdown()  # while the endpoint still answers the jobs' last requests
+        server.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     role_arn = seed(f"http://127.0.0.1:{args.port}")

@@ -289,7 +289,7 @@ class Sandbox:
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sm_magics.sandbox.gateway", "--port", str(port),
-                 "--ready-file", str(ready)],
+                 "--ready-file", str(ready), "--home", str(self.home)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env, cwd=self.run_dir,
             )

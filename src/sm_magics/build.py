@@ -1,0 +1,292 @@
+"""Building a ``%%sm_container`` cell into an image in ECR, only when its content changed.
+
+The steps, each reported to a :class:`BuildListener` (the panel):
+
+1. **Prepare**: check the recipe and write the build context
+   (:mod:`sm_magics.recipe`); every mistake is a UsageError, raised before
+   anything exists in AWS.
+2. **Look up**: the image tag is the context's content hash. When the ECR
+   repository exists and the registry already has that tag, the image is
+   returned as it is (``built=False``): nothing is built or pushed, and the
+   Docker engine is not needed.
+3. **Build** with the Docker engine (docker SDK, streamed, host networking),
+   after creating the ECR repository when missing.
+4. **Push** with the ECR login, reporting progress per layer.
+
+A failed build raises :class:`~sm_magics.errors.RemoteFailure` naming the
+failing Dockerfile step with its last log lines; nothing is tagged or pushed.
+
+Example::
+
+    >>> service = BuildService(resolve(), listener=TextBuildPanel("fraud"))
+    >>> image = service.build(Recipe(name="fraud", body="print('hi')", base="python:3.12-slim"))
+    >>> image.uri, image.built
+    ('123456789012.dkr.ecr.us-east-1.amazonaws.com/fraud:5b0d6c2e9f1a7c33', True)
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .errors import RemoteFailure
+from .recipe import BuildContext, Recipe, prepare
+
+__all__ = ["STAGES", "BuildListener", "BuildService", "ContainerImage"]
+
+STAGES = ("Prepare", "Look up", "Build", "Push")
+_TAIL = 12
+_STEP = re.compile(r"^Step \d+/\d+ : ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_AUTH_ERROR = re.compile(r"unauthorized|authentication required|denied|expired", re.I)
+
+
+@dataclass(frozen=True)
+class ContainerImage:
+    """An image built from a ``%%sm_container`` cell.
+
+    ``uri`` is what a training job runs (``host/name:tag``), ``digest`` the
+    manifest digest in the registry (the local image id when not pushed),
+    ``built`` whether this run built it (``False``: it existed already), and
+    ``param_defaults`` the cell's ``# @param`` values, the lowest-priority
+    parameters of a training job.
+
+    >>> image = ContainerImage("fraud", "127.0.0.1:5000/fraud:5b0d6c2e", "5b0d6c2e",
+    ...                        "sha256:4b1e...", Path(".sm_magics/builds/fraud/5b0d6c2e"), True)
+    >>> image
+    ContainerImage fraud  127.0.0.1:5000/fraud:5b0d6c2e (built and pushed)
+    """
+
+    name: str
+    uri: str
+    tag: str
+    digest: str | None
+    build_dir: Path
+    built: bool
+    param_defaults: dict[str, Any] = field(default_factory=dict)
+    pushed: bool = True
+
+    @property
+    def state(self) -> str:
+        if not self.pushed:
+            return "built locally, not pushed" if self.built else "local image, unchanged"
+        return "built and pushed" if self.built else "unchanged, already in the registry"
+
+    def __repr__(self) -> str:
+        return f"ContainerImage {self.name}  {self.uri} ({self.state})"
+
+    def _repr_html_(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.param_defaults.items()) or "none"
+        rows = [
+            ("image", f"<code>{escape(self.uri)}</code>"),
+            ("digest", f"<code>{escape(self.digest or '-')}</code>"),
+            ("state", escape(self.state)),
+            ("build context", f"<code>{escape(str(self.build_dir))}</code>"),
+            ("# @param defaults", f"<code>{escape(params)}</code>"),
+        ]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
+            for k, v in rows
+        )
+        return (f"<div class='sm-magics-image'><b>ContainerImage {escape(self.name)}</b>"
+                f"<table>{body}</table></div>")
+
+
+class BuildListener:
+    """Receives the progress of a build. Override what you show; the rest is ignored.
+
+    >>> class Printer(BuildListener):
+    ...     def stage(self, name, detail=""):
+    ...         print(name, detail)
+    """
+
+    def stage(self, name: str, detail: str = "") -> None:
+        """A stage of :data:`STAGES` starts."""
+
+    def step(self, text: str) -> None:
+        """A Dockerfile step starts (``Step 3/8 : RUN pip install ...``)."""
+
+    def log(self, line: str) -> None:
+        """A line of build output."""
+
+    def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
+        """Push progress of one layer (``Pushing``, ``Pushed``, ``Layer already exists``...)."""
+
+    def finished(self, image: ContainerImage) -> None:
+        """The image is ready."""
+
+    def failed(self, error: BaseException) -> None:
+        """The build stopped with ``error`` (raised right after)."""
+
+
+class BuildService:
+    """Builds recipes into images, with the settings' AWS account and registry.
+
+    ``cwd`` is where ``.sm_magics/builds`` goes (default: the working directory).
+    """
+
+    def __init__(self, settings: Settings, listener: BuildListener | None = None,
+                 cwd: Path | None = None) -> None:
+        self.settings = settings
+        self.listener = listener or BuildListener()
+        self.cwd = cwd or Path.cwd()
+
+    def build(self, recipe: Recipe, push: bool = True) -> ContainerImage:
+        """Build (and push, unless ``push`` is false) the image of ``recipe``.
+
+        Returns the :class:`ContainerImage`; raises a UsageError for a mistake
+        in the recipe or the setup, and :class:`RemoteFailure` when the build or
+        push fails.
+        """
+        try:
+            image = self._build(recipe, push)
+        except BaseException as exc:
+            self.listener.failed(exc)
+            raise
+        self.listener.finished(image)
+        return image
+
+    def _build(self, recipe: Recipe, push: bool) -> ContainerImage:
+        self.listener.stage("Prepare", "checking the cell and writing the build context")
+        context = prepare(recipe)
+        build_dir = context.write(self.cwd)
+        if not push:
+            return self._build_local(context, build_dir)
+
+        from .aws import AwsContext
+        from .docker_engine import docker_client
+        from .ecr import Ecr
+        from .registry import Registry
+
+        ecr = Ecr(AwsContext(self.settings), self.settings.registry)
+        self.listener.stage("Look up", f"tag {context.tag}")
+        repository = ecr.find(context.name)
+        if repository is not None:
+            registry = Registry(repository.host, ecr.credential)
+            digest = registry.manifest_digest(context.name, context.tag)
+            if digest is not None:
+                return self._image(context, repository.image_uri(context.tag), digest,
+                                   build_dir, built=False)
+        client = docker_client()
+        repository = repository or ecr.ensure(context.name)
+        uri = repository.image_uri(context.tag)
+        self.listener.stage("Build", uri)
+        self._docker_build(client, context, build_dir, uri)
+        self.listener.stage("Push", uri)
+        digest = self._push(client, repository.uri, context.tag, ecr)
+        return self._image(context, uri, digest, build_dir, built=True)
+
+    def _build_local(self, context: BuildContext, build_dir: Path) -> ContainerImage:
+        import docker.errors
+
+        from .docker_engine import docker_client
+
+        client = docker_client()
+        reference = f"{context.name}:{context.tag}"
+        self.listener.stage("Look up", f"local image {reference}")
+        try:
+            existing = client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            existing = None
+        if existing is not None:
+            return self._image(context, reference, existing.id, build_dir, built=False,
+                               pushed=False)
+        self.listener.stage("Build", reference)
+        image_id = self._docker_build(client, context, build_dir, reference)
+        return self._image(context, reference, image_id, build_dir, built=True, pushed=False)
+
+    @staticmethod
+    def _image(context: BuildContext, uri: str, digest: str | None, build_dir: Path, *,
+               built: bool, pushed: bool = True) -> ContainerImage:
+        return ContainerImage(context.name, uri, context.tag, digest or None, build_dir, built,
+                              dict(context.param_defaults), pushed)
+
+    def _docker_build(self, client, context: BuildContext, build_dir: Path, reference: str) -> str:
+        """Build ``build_dir`` tagged ``reference``; return the image id."""
+        import docker.errors
+
+        current = "the start of the build"
+        tail: deque[str] = deque(maxlen=_TAIL)
+        image_id = None
+        try:
+            events = client.api.build(
+                path=str(build_dir), tag=reference, rm=True, forcerm=True, decode=True,
+                network_mode="host", pull=False,
+            )
+            for event in events:
+                if "error" in event:
+                    detail = event.get("errorDetail", {}).get("message") or event["error"]
+                    raise RemoteFailure(
+                        f"Build of {context.name} failed at {current}",
+                        reason=detail.strip(), log_tail=tail,
+                        hint=f"Fix the cell and run it again. The build context is in "
+                             f"{build_dir}.",
+                    )
+                if "aux" in event and "ID" in event["aux"]:
+                    image_id = event["aux"]["ID"]
+                text = _ANSI.sub("", event.get("stream") or event.get("status") or "")
+                for line in text.splitlines():
+                    if not line.strip():
+                        continue
+                    if _STEP.match(line):
+                        current = line.split(" : ", 1)[0].lower() + ": " + line.split(" : ", 1)[1]
+                        tail.clear()
+                        self.listener.step(line)
+                    else:
+                        tail.append(line)
+                        self.listener.log(line)
+        except docker.errors.APIError as exc:
+            raise RemoteFailure(
+                f"Build of {context.name} failed at {current}",
+                reason=str(exc.explanation or exc), log_tail=tail,
+                hint=f"The build context is in {build_dir}.",
+            ) from None
+        return image_id or client.images.get(reference).id
+
+    def _push(self, client, repository_uri: str, tag: str, ecr) -> str:
+        """Push ``repository_uri:tag`` with the ECR login; return the manifest digest."""
+        import docker.errors
+
+        refreshed = False
+        while True:
+            token = ecr.token(refresh=refreshed)
+            auth = {"username": token.username, "password": token.password}
+            tail: deque[str] = deque(maxlen=_TAIL)
+            digest = None
+            error = None
+            try:
+                for event in client.api.push(repository_uri, tag=tag, stream=True, decode=True,
+                                             auth_config=auth):
+                    if "error" in event:
+                        error = event.get("errorDetail", {}).get("message") or event["error"]
+                        break
+                    if "aux" in event and "Digest" in event["aux"]:
+                        digest = event["aux"]["Digest"]
+                    status = event.get("status", "")
+                    if "id" in event and status:
+                        progress = event.get("progressDetail") or {}
+                        self.listener.layer(event["id"], status, progress.get("current"),
+                                            progress.get("total"))
+                    elif status:
+                        tail.append(status)
+                        self.listener.log(status)
+            except docker.errors.APIError as exc:
+                error = str(exc.explanation or exc)
+            if error is None:
+                if digest is None:
+                    raise RemoteFailure(f"Push of {repository_uri}:{tag} reported no digest",
+                                        log_tail=tail)
+                return digest
+            if _AUTH_ERROR.search(error) and not refreshed:
+                refreshed = True
+                continue
+            raise RemoteFailure(
+                f"Push of {repository_uri}:{tag} failed", reason=error.strip(), log_tail=tail,
+                hint="Check the credentials may push to this repository "
+                     "(ecr:InitiateLayerUpload, ecr:PutImage) and run the cell again.",
+            )

@@ -1,0 +1,455 @@
+"""Run a training image locally under the SageMaker training container contract.
+
+SageMaker starts a training image with the command ``train`` and a directory
+mounted at ``/opt/ml``::
+
+    /opt/ml/input/config/hyperparameters.json   string values, as the API passes them
+    /opt/ml/input/config/inputdataconfig.json   one entry per channel
+    /opt/ml/input/config/resourceconfig.json    current host and hosts
+    /opt/ml/input/data/<channel>/...            the channel's files (File mode)
+    /opt/ml/model/                              the model, packed as model.tar.gz afterwards
+    /opt/ml/output/data/                        other output, packed as output.tar.gz
+    /opt/ml/output/failure                      the reason, when the program fails
+
+This module lays out that directory on the host, fills channels from S3,
+runs the image on the local Docker engine (host networking, the ``SM_*``
+variables of the SageMaker training toolkit, output streamed line by line),
+stops it on request or after a time limit, and packs the results. It serves
+both the sandbox's training-job executor and local runs from a notebook.
+
+Example::
+
+    >>> import docker
+    >>> layout = OptMl.create(Path("/tmp/job/opt_ml"), hyperparameters={"epochs": "3"},
+    ...                       channels={"train": {}})
+    >>> run = ContainerRun(docker.from_env(), "127.0.0.1:5000/fraud:abc", layout,
+    ...                    on_line=print, job_name="fraud-1")
+    >>> result = run.run(timeout=3600)
+    >>> result.exit_code, result.failure
+    (0, None)
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import os
+import tarfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONTAINER_ROOT",
+    "ContainerRun",
+    "OptMl",
+    "RunResult",
+    "download_channel",
+    "ensure_image",
+    "pack_directory",
+    "toolkit_environment",
+]
+
+CONTAINER_ROOT = "/opt/ml"
+CURRENT_HOST = "algo-1"
+LABEL = "sm-magics.training-run"
+_FAILURE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class OptMl:
+    """A host directory laid out as ``/opt/ml`` for one training run.
+
+    >>> layout = OptMl.create(Path("/tmp/opt_ml"), {"lr": "0.1"}, {"train": {}})
+    >>> layout.channel_dir("train")
+    PosixPath('/tmp/opt_ml/input/data/train')
+    """
+
+    root: Path
+    hyperparameters: dict[str, str]
+    input_data_config: dict[str, dict[str, str]]
+    resource_config: dict[str, Any]
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        hyperparameters: Mapping[str, str] | None = None,
+        channels: Mapping[str, Mapping[str, str]] | None = None,
+        instance_type: str = "local",
+    ) -> OptMl:
+        """Make the directories and write the three configuration files.
+
+        ``channels`` maps a channel name to its ``inputdataconfig.json`` entry
+        (``ContentType``, ``TrainingInputMode``...); missing keys get the
+        values SageMaker writes for a File-mode, fully replicated channel.
+        """
+        input_data_config = {
+            name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+                   "RecordWrapperType": "None", **dict(entry)}
+            for name, entry in (channels or {}).items()
+        }
+        resource_config = {
+            "current_host": CURRENT_HOST,
+            "current_instance_type": instance_type,
+            "current_group_name": "homogeneousCluster",
+            "hosts": [CURRENT_HOST],
+            "instance_groups": [{"instance_group_name": "homogeneousCluster",
+                                 "instance_type": instance_type, "hosts": [CURRENT_HOST]}],
+            "network_interface_name": "eth0",
+        }
+        layout = cls(Path(root), {k: str(v) for k, v in (hyperparameters or {}).items()},
+                     input_data_config, resource_config)
+        for directory in (layout.config_dir, layout.model_dir, layout.output_data_dir,
+                          *(layout.channel_dir(name) for name in input_data_config)):
+            directory.mkdir(parents=True, exist_ok=True)
+        for name, content in (("hyperparameters.json", layout.hyperparameters),
+                              ("inputdataconfig.json", input_data_config),
+                              ("resourceconfig.json", resource_config)):
+            (layout.config_dir / name).write_text(json.dumps(content, indent=2))
+        return layout
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "input" / "config"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def output_data_dir(self) -> Path:
+        return self.root / "output" / "data"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.root / "output" / "failure"
+
+    def channel_dir(self, name: str) -> Path:
+        """Where channel ``name``'s files go on the host."""
+        return self.root / "input" / "data" / name
+
+    def failure(self) -> str | None:
+        """The text the program wrote to ``/opt/ml/output/failure``, if any."""
+        try:
+            text = self.failure_file.read_text(errors="replace").strip()
+        except OSError:
+            return None
+        return text[:_FAILURE_LIMIT] or None
+
+
+def toolkit_environment(layout: OptMl, num_cpus: int | None = None) -> dict[str, str]:
+    """The ``SM_*`` variables that the SageMaker training toolkit sets inside a job.
+
+    >>> toolkit_environment(OptMl.create(Path("/tmp/o"), {"lr": "0.1"}, {"train": {}}))["SM_HPS"]
+    '{"lr": 0.1}'
+    """
+    def decoded(value: str) -> Any:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+
+    hps = {name: decoded(value) for name, value in layout.hyperparameters.items()}
+    channels = sorted(layout.input_data_config)
+    env = {
+        "SM_MODEL_DIR": f"{CONTAINER_ROOT}/model",
+        "SM_INPUT_DIR": f"{CONTAINER_ROOT}/input",
+        "SM_INPUT_CONFIG_DIR": f"{CONTAINER_ROOT}/input/config",
+        "SM_OUTPUT_DIR": f"{CONTAINER_ROOT}/output",
+        "SM_OUTPUT_DATA_DIR": f"{CONTAINER_ROOT}/output/data",
+        "SM_CHANNELS": json.dumps(channels),
+        "SM_HPS": json.dumps(hps),
+        "SM_CURRENT_HOST": layout.resource_config["current_host"],
+        "SM_HOSTS": json.dumps(layout.resource_config["hosts"]),
+        "SM_CURRENT_INSTANCE_TYPE": layout.resource_config["current_instance_type"],
+        "SM_NETWORK_INTERFACE_NAME": layout.resource_config["network_interface_name"],
+        "SM_INPUT_DATA_CONFIG": json.dumps(layout.input_data_config),
+        "SM_RESOURCE_CONFIG": json.dumps(layout.resource_config),
+        "SM_NUM_CPUS": str(num_cpus or os.cpu_count() or 1),
+        "SM_NUM_GPUS": "0",
+    }
+    env.update({f"SM_CHANNEL_{name.upper()}": f"{CONTAINER_ROOT}/input/data/{name}"
+                for name in channels})
+    env.update({f"SM_HP_{name.upper()}": value for name, value in layout.hyperparameters.items()})
+    return env
+
+
+def _has_registry_host(reference: str) -> bool:
+    first, _, rest = reference.partition("/")
+    return bool(rest) and ("." in first or ":" in first or first == "localhost")
+
+
+def ensure_image(client, reference: str) -> None:
+    """Make ``reference`` available to the engine, pulling it as SageMaker does.
+
+    A reference with a registry host (``127.0.0.1:5000/fraud:abc``, an ECR URI)
+    is pulled every time, so a moved tag runs its new content; when the pull
+    fails, an image of that name already on the engine is used. A bare name is
+    pulled only when missing. Raises ``docker.errors.ImageNotFound`` or
+    ``docker.errors.APIError`` when the image cannot be had.
+
+    >>> ensure_image(docker.from_env(), "127.0.0.1:5000/fraud:abc")
+    """
+    import docker.errors
+    from docker.utils import parse_repository_tag
+
+    repository, tag = parse_repository_tag(reference)
+    if not _has_registry_host(reference):
+        try:
+            client.images.get(reference)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+    try:
+        client.images.pull(repository, tag=tag or "latest")
+    except docker.errors.APIError:
+        client.images.get(reference)  # raises ImageNotFound when there is no local copy
+
+
+def download_channel(s3, uri: str, target: Path, data_type: str = "S3Prefix") -> int:
+    """Copy a channel's S3 data into ``target``; return the number of files.
+
+    ``S3Prefix``: the object named by ``uri`` when one exists, else every
+    object under that prefix, at its path relative to the prefix.
+    ``ManifestFile``: the manifest's first element is ``{"prefix": "s3://..."}``,
+    the others are keys relative to it.
+
+    >>> download_channel(boto3.client("s3"), "s3://bucket/data/train/", Path("/tmp/train"))
+    3
+    """
+    bucket, key = _split_s3(uri)
+    if data_type == "ManifestFile":
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        prefix_bucket, prefix = _split_s3(manifest[0]["prefix"])
+        for relative in manifest[1:]:
+            _download(s3, prefix_bucket, prefix + relative, target / relative)
+        return len(manifest) - 1
+    if key and not key.endswith("/"):
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except s3.exceptions.ClientError:
+            pass
+        else:
+            _download(s3, bucket, key, target / key.rsplit("/", 1)[-1])
+            return 1
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith("/"):
+                continue
+            relative = item["Key"][len(key):].lstrip("/")
+            _download(s3, bucket, item["Key"], target / relative)
+            count += 1
+    return count
+
+
+def _download(s3, bucket: str, key: str, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, key, str(destination))
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def pack_directory(directory: Path, tarball: Path) -> int:
+    """Write ``directory``'s content as a gzipped tar at ``tarball``.
+
+    Returns the number of entries at the top of the directory (0: an empty
+    archive was written).
+
+    >>> pack_directory(layout.model_dir, Path("/tmp/model.tar.gz"))
+    1
+    """
+    entries = sorted(directory.iterdir()) if directory.is_dir() else []
+    with tarfile.open(tarball, "w:gz") as archive:
+        for entry in entries:
+            archive.add(entry, arcname=entry.name)
+    return len(entries)
+
+
+@dataclass
+class RunResult:
+    """How a container run ended.
+
+    ``stopped`` is true when :meth:`ContainerRun.stop` ended it, ``timed_out``
+    when the time limit did; ``failure`` is the content of the failure file.
+    """
+
+    exit_code: int
+    failure: str | None = None
+    stopped: bool = False
+    timed_out: bool = False
+    started: bool = True
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.stopped and not self.timed_out
+
+
+@dataclass
+class _Lines:
+    """Turns byte chunks of one stream into complete lines."""
+
+    emit: Callable[[str], None]
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    pending: str = ""
+
+    def feed(self, chunk: bytes) -> None:
+        text = self.pending + self.decoder.decode(chunk)
+        *lines, self.pending = text.split("\n")
+        for line in lines:
+            self.emit(line.rstrip("\r"))
+
+    def close(self) -> None:
+        text = self.pending + self.decoder.decode(b"", final=True)
+        self.pending = ""
+        if text:
+            self.emit(text.rstrip("\r"))
+
+
+class ContainerRun:
+    """One run of a training image over an :class:`OptMl` directory.
+
+    :meth:`run` blocks until the program ends and returns a :class:`RunResult`;
+    :meth:`stop` may be called from any thread (SIGTERM, then SIGKILL after
+    ``stop_grace`` seconds, as SageMaker does with its own, longer, grace).
+    The container is removed afterwards whatever happens. It runs with host
+    networking, an init process that passes signals on, and the toolkit's
+    ``SM_*`` variables; ``environment`` (the job's own variables) wins over them.
+
+    >>> run = ContainerRun(client, "127.0.0.1:5000/fraud:abc", layout, on_line=print)
+    >>> threading.Timer(60, run.stop).start()
+    >>> run.run().stopped
+    True
+    """
+
+    def __init__(
+        self,
+        client,
+        image: str,
+        layout: OptMl,
+        *,
+        environment: Mapping[str, str] | None = None,
+        on_line: Callable[[str], None] = lambda _: None,
+        job_name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.image = image
+        self.layout = layout
+        self.on_line = on_line
+        self.stop_grace = stop_grace
+        self.environment = {**toolkit_environment(layout), "PYTHONUNBUFFERED": "1"}
+        if job_name:
+            self.environment["TRAINING_JOB_NAME"] = job_name
+        self.environment.update(environment or {})
+        self.labels = {LABEL: job_name or "", **(labels or {})}
+        self._lock = threading.Lock()
+        self._container = None
+        self._stop_requested = False
+        self._timed_out = False
+
+    def stop(self, timed_out: bool = False) -> None:
+        """Ask the program to end (SIGTERM), killing it after the grace period.
+
+        Returns at once; the container ends in the background.
+        """
+        with self._lock:
+            if self._stop_requested:
+                return
+            self._stop_requested = True
+            self._timed_out = timed_out
+            container = self._container
+        if container is not None:
+            self._signal_soon(container)
+
+    def kill(self) -> None:
+        """End the program now (SIGKILL), with no grace period."""
+        import docker.errors
+
+        with self._lock:
+            self.stop_grace = 0
+            self._stop_requested = True
+            container = self._container
+        if container is not None:
+            with contextlib.suppress(docker.errors.APIError):  # it already ended
+                container.kill()
+
+    def _signal_soon(self, container) -> None:
+        threading.Thread(target=self._signal, args=(container,), daemon=True).start()
+
+    def _signal(self, container) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):  # it ended and is being removed
+            container.stop(timeout=max(0, round(self.stop_grace)))
+
+    def run(self, timeout: float | None = None) -> RunResult:
+        """Start the container, stream its output, wait for its end, remove it.
+
+        ``timeout`` (seconds) stops the program as :meth:`stop` does and marks
+        the result ``timed_out``.
+        """
+        import docker.errors
+
+        container = self.client.containers.create(
+            self.image,
+            command=["train"],
+            environment=self.environment,
+            network_mode="host",
+            init=True,
+            labels=self.labels,
+            volumes={str(self.layout.root.resolve()): {"bind": CONTAINER_ROOT, "mode": "rw"}},
+        )
+        timer = None
+        try:
+            with self._lock:
+                if self._stop_requested:
+                    return RunResult(exit_code=137, stopped=not self._timed_out,
+                                     timed_out=self._timed_out, started=False)
+            stream = self.client.api.attach(container.id, stdout=True, stderr=True,
+                                            stream=True, logs=True, demux=True)
+            container.start()
+            with self._lock:
+                self._container = container
+                stop_now = self._stop_requested
+            if stop_now:
+                self._signal_soon(container)
+            if timeout is not None:
+                timer = threading.Timer(timeout, self.stop, kwargs={"timed_out": True})
+                timer.daemon = True
+                timer.start()
+            self._pump(stream)
+            exit_code = container.wait()["StatusCode"]
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+        with self._lock:
+            stopped, timed_out = self._stop_requested, self._timed_out
+        return RunResult(exit_code=exit_code, failure=self.layout.failure(),
+                         stopped=stopped and not timed_out, timed_out=timed_out)
+
+    def _pump(self, stream) -> None:
+        out, err = _Lines(self.on_line), _Lines(self.on_line)
+        for stdout, stderr in stream:
+            if stdout:
+                out.feed(stdout)
+            if stderr:
+                err.feed(stderr)
+        out.close()
+        err.close()

@@ -1,0 +1,183 @@
+"""Amazon ECR: repositories and registry credentials.
+
+* :meth:`Ecr.find` / :meth:`Ecr.ensure` look a repository up, and create it
+  when missing with scan-on-push and AES-256 encryption.
+* :meth:`Ecr.credential` is the registry login from ``GetAuthorizationToken``,
+  cached until shortly before it expires and then fetched again.
+
+The registry host in image URIs is the repository's own (``repositoryUri``),
+unless the settings name another registry (the sandbox does): then the same
+repository path is used on that host.
+
+Example::
+
+    >>> ecr = Ecr(AwsContext(resolve()))
+    >>> repo = ecr.ensure("fraud")
+    >>> repo.image_uri("3f1c9a0b7d2e4c51")
+    '123456789012.dkr.ecr.us-east-1.amazonaws.com/fraud:3f1c9a0b7d2e4c51'
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from .aws import AwsContext
+from .errors import RemoteFailure
+
+__all__ = ["Ecr", "Repository", "Token"]
+
+# A token is used until this long before its expiry, then fetched again.
+_EXPIRY_MARGIN = 300.0
+# A token whose expiry has already passed when it arrives (emulators send
+# fixed dates) is used for this long after it was fetched, then fetched again.
+_STALE_TOKEN_LIFETIME = 60.0
+
+_TOKENS: dict[tuple, Token] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Token:
+    """A registry login: the ``Basic`` credential and when to fetch a new one."""
+
+    credential: str
+    proxy_endpoint: str
+    renew_at: float
+
+    @property
+    def username(self) -> str:
+        return base64.b64decode(self.credential).decode().partition(":")[0]
+
+    @property
+    def password(self) -> str:
+        return base64.b64decode(self.credential).decode().partition(":")[2]
+
+    @classmethod
+    def from_response(cls, data: dict, now: float) -> Token:
+        """The token of one ``authorizationData`` entry of ``GetAuthorizationToken``.
+
+        >>> Token.from_response({"authorizationToken": "QVdTOnB3", "proxyEndpoint": "https://x",
+        ...                      "expiresAt": datetime(2015, 1, 1)}, now=1e9).renew_at
+        1000000060.0
+        """
+        expires = data.get("expiresAt")
+        expires_ts = expires.timestamp() if isinstance(expires, datetime) else None
+        if expires_ts is not None and expires_ts - _EXPIRY_MARGIN > now:
+            renew_at = expires_ts - _EXPIRY_MARGIN
+        else:
+            renew_at = now + _STALE_TOKEN_LIFETIME
+        return cls(data["authorizationToken"], data.get("proxyEndpoint", ""), renew_at)
+
+
+@dataclass(frozen=True)
+class Repository:
+    """An ECR repository and the registry host its images are pushed to.
+
+    >>> Repository("fraud", "123456789012.dkr.ecr.us-east-1.amazonaws.com/fraud",
+    ...            "127.0.0.1:5000").image_uri("ab12")
+    '127.0.0.1:5000/fraud:ab12'
+    """
+
+    name: str
+    ecr_uri: str
+    host: str
+
+    @property
+    def uri(self) -> str:
+        """The repository URI on the registry images are pushed to."""
+        return f"{self.host}/{self.name}"
+
+    def image_uri(self, tag: str) -> str:
+        return f"{self.uri}:{tag}"
+
+
+def _aws_failure(action: str, exc: Exception) -> RemoteFailure:
+    error = getattr(exc, "response", {}).get("Error", {})
+    reason = f"{error.get('Code')}: {error.get('Message')}" if error else str(exc)
+    return RemoteFailure(f"ECR {action} failed", reason=reason,
+                         hint="Check the credentials allow this ECR action in this region.")
+
+
+class Ecr:
+    """ECR for one set of settings (region, credentials, endpoint, registry host)."""
+
+    def __init__(self, aws: AwsContext, registry: str | None = None) -> None:
+        self.aws = aws
+        self.registry = registry
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self.aws.client("ecr")
+        return self._client
+
+    def _repository(self, data: dict) -> Repository:
+        ecr_uri = data["repositoryUri"]
+        host = self.registry or ecr_uri.split("/", 1)[0]
+        return Repository(data["repositoryName"], ecr_uri, host)
+
+    def find(self, name: str) -> Repository | None:
+        """The repository ``name``, or ``None`` when it does not exist."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            found = self.client.describe_repositories(repositoryNames=[name])["repositories"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
+                return None
+            raise _aws_failure("DescribeRepositories", exc) from None
+        except BotoCoreError as exc:
+            raise _aws_failure("DescribeRepositories", exc) from None
+        return self._repository(found[0]) if found else None
+
+    def ensure(self, name: str) -> Repository:
+        """The repository ``name``, created (scan on push, AES-256) when missing."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        existing = self.find(name)
+        if existing is not None:
+            return existing
+        try:
+            created = self.client.create_repository(
+                repositoryName=name,
+                imageScanningConfiguration={"scanOnPush": True},
+                encryptionConfiguration={"encryptionType": "AES256"},
+                tags=[{"Key": "created-by", "Value": "sm-magics"}],
+            )["repository"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "RepositoryAlreadyExistsException":
+                raced = self.find(name)  # created by someone else in the meantime
+                if raced is not None:
+                    return raced
+            raise _aws_failure("CreateRepository", exc) from None
+        except BotoCoreError as exc:
+            raise _aws_failure("CreateRepository", exc) from None
+        return self._repository(created)
+
+    def token(self, refresh: bool = False) -> Token:
+        """The registry login, fetched when missing, expiring, or ``refresh`` is asked."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        settings = self.aws.settings
+        key = (settings.endpoint_url, settings.region, settings.profile)
+        now = time.time()
+        with _LOCK:
+            cached = _TOKENS.get(key)
+            if cached is not None and not refresh and now < cached.renew_at:
+                return cached
+            try:
+                data = self.client.get_authorization_token()["authorizationData"][0]
+            except (ClientError, BotoCoreError) as exc:
+                raise _aws_failure("GetAuthorizationToken", exc) from None
+            token = Token.from_response(data, now)
+            _TOKENS[key] = token
+            return token
+
+    def credential(self, refresh: bool = False) -> str:
+        """The ``Basic`` credential for the registry's HTTP API (see :mod:`.registry`)."""
+        return self.token(refresh).credential

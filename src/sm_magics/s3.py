@@ -1,0 +1,477 @@
+"""Parameters and input files in S3, uploaded once and only when their content changed.
+
+Layout under the bucket (``<prefix>`` is the ``prefix`` setting)::
+
+    <prefix>/<container>/params/<sha256>.json     one canonical JSON document per resolved set
+    <prefix>/<container>/inputs/<channel>/...     a mirror of a local directory given to --input
+
+A parameter document is written in one ``PutObject`` with its MD5 and SHA-256
+checksums (S3 rejects a body that does not match) and only when its key does
+not exist, so an object under ``params/`` is always complete. Directories are
+synced by content: each object carries the SHA-256 of its bytes as metadata
+(``x-amz-meta-sha256``) and a local manifest remembers, per file, the size,
+mtime, SHA-256 and the ETag S3 gave the upload. An unchanged re-sync is then
+one ``ListObjectsV2`` call and no download, however the mtimes moved.
+
+Example::
+
+    >>> aws = AwsContext(resolve())
+    >>> upload_params(aws, "fraud", {"lr": 0.05})
+    's3://sagemaker-us-east-1-123456789012/sm-magics/fraud/params/5d1c....json'
+    >>> sync_dir(aws, "data/", input_uri(aws, "fraud", "train"))
+    SyncResult(uploaded 3 of 3 files (12.0 kB), 0 unchanged, 0 deleted, 5 requests)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RemoteFailure, usage_error
+from .params import canonical_json
+
+__all__ = [
+    "SyncResult",
+    "check_s3_uri_exists",
+    "ensure_bucket",
+    "input_uri",
+    "parse_s3_uri",
+    "read_params",
+    "sync_dir",
+    "upload_params",
+]
+
+IGNORED_DIRS = frozenset({".git", "__pycache__", ".ipynb_checkpoints"})
+SINGLE_PUT_LIMIT = 16 * 1024 * 1024
+_CHUNK = 1024 * 1024
+_READY_BUCKETS: set[tuple[str | None, str | None, str]] = set()
+_READY_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------- addresses
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)``; a ``UsageError`` when it is not one.
+
+    >>> parse_s3_uri("s3://my-bucket/data/train/")
+    ('my-bucket', 'data/train/')
+    """
+    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
+        raise usage_error(f"'{uri}' is not an S3 URI. Write s3://BUCKET/KEY, "
+                          "e.g. s3://my-bucket/data/train/.")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def _key_prefix(aws, container: str) -> str:
+    return f"{(aws.settings.prefix or '').strip('/')}/{container}".lstrip("/")
+
+
+def input_uri(aws, container: str, channel: str) -> str:
+    """Where ``--input CHANNEL=LOCAL_PATH`` of ``container`` is synced to (ends with ``/``).
+
+    >>> input_uri(aws, "fraud", "train")
+    's3://sagemaker-us-east-1-123456789012/sm-magics/fraud/inputs/train/'
+    """
+    return f"s3://{aws.bucket}/{_key_prefix(aws, container)}/inputs/{channel}/"
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _is_missing(exc: Exception) -> bool:
+    return _error_code(exc) in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
+
+
+# ---------------------------------------------------------------- bucket
+
+
+def ensure_bucket(aws) -> str:
+    """The bucket of ``aws``, checked to exist and be the account's own; returns its name.
+
+    The SageMaker default bucket (``sagemaker-<region>-<account>``, used when no
+    bucket is configured) is created when missing, with public access blocked
+    and default encryption (SSE-S3). A configured bucket that does not exist is
+    a ``UsageError``: a typo should not create a bucket.
+
+    >>> ensure_bucket(aws)
+    'sagemaker-us-east-1-123456789012'
+    """
+    from botocore.exceptions import ClientError
+
+    bucket = aws.bucket
+    marker = (aws.settings.endpoint_url, aws.settings.region, bucket)
+    with _READY_LOCK:
+        if marker in _READY_BUCKETS:
+            return bucket
+    s3 = aws.client("s3")
+    try:
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=aws.account)
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code in ("403", "AccessDenied"):
+            raise usage_error(
+                f"The S3 bucket {bucket} exists but account {aws.account} cannot use it: it "
+                "belongs to another account, or these credentials lack s3:ListBucket on it. "
+                "Choose a bucket of your own with `%sm_config --bucket NAME`."
+            ) from None
+        if not _is_missing(exc):
+            raise
+        if aws.settings.bucket:
+            raise usage_error(
+                f"The S3 bucket {bucket} (from the bucket setting) does not exist. Create it "
+                f"(`aws s3 mb s3://{bucket}`), or unset the setting (`%sm_config --unset "
+                "bucket`) to use the SageMaker default bucket."
+            ) from None
+        _create_bucket(s3, bucket, aws.settings.region)
+    with _READY_LOCK:
+        _READY_BUCKETS.add(marker)
+    return bucket
+
+
+def _create_bucket(s3, bucket: str, region: str) -> None:
+    from botocore.exceptions import ClientError
+
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+    except ClientError as exc:
+        if _error_code(exc) == "BucketAlreadyOwnedByYou":
+            return
+        if _error_code(exc) == "BucketAlreadyExists":
+            raise usage_error(
+                f"The S3 bucket name {bucket} is taken by another AWS account. Choose a bucket "
+                "with `%sm_config --bucket NAME`."
+            ) from None
+        raise
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+    })
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
+    })
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def upload_params(aws, container: str, doc: dict[str, Any]) -> str:
+    """Write ``doc`` to ``<prefix>/<container>/params/<sha256>.json`` unless it is there.
+
+    Returns the object's S3 URI. The body is the canonical JSON of ``doc``; it
+    is written in one request guarded by its MD5 and SHA-256, and never
+    overwrites an existing key (``If-None-Match: *``).
+
+    >>> upload_params(aws, "fraud", {"lr": 0.05})
+    's3://sagemaker-us-east-1-123456789012/sm-magics/fraud/params/5d1c....json'
+    """
+    from botocore.exceptions import ClientError
+
+    bucket = ensure_bucket(aws)
+    body = canonical_json(doc).encode("utf-8")
+    digest = hashlib.sha256(body)
+    key = f"{_key_prefix(aws, container)}/params/{digest.hexdigest()}.json"
+    uri = f"s3://{bucket}/{key}"
+    s3 = aws.client("s3")
+    owner = aws.account
+    try:
+        s3.head_object(Bucket=bucket, Key=key, ExpectedBucketOwner=owner)
+        return uri
+    except ClientError as exc:
+        if not _is_missing(exc):
+            raise
+    try:
+        s3.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+            ContentMD5=_b64(hashlib.md5(body).digest()), ChecksumSHA256=_b64(digest.digest()),
+            Metadata={"sha256": digest.hexdigest()}, IfNoneMatch="*",
+            ExpectedBucketOwner=owner,
+        )
+    except ClientError as exc:
+        # Another run wrote the same document first: the content is the same.
+        if _error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise
+    return uri
+
+
+def read_params(aws, uri: str) -> dict[str, Any]:
+    """The parameter document stored at ``uri`` (e.g. the one a previous job used).
+
+    >>> read_params(aws, "s3://bucket/sm-magics/fraud/params/5d1c....json")
+    {'lr': 0.05}
+    """
+    bucket, key = parse_s3_uri(uri)
+    body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return json.loads(body)
+
+
+def check_s3_uri_exists(aws, uri: str) -> None:
+    """Raise a ``UsageError`` unless an object exists at ``uri`` or under it as a prefix.
+
+    SageMaker reads an ``S3Prefix`` channel as every object whose key starts
+    with the URI's key, so that is what is checked (one ``ListObjectsV2`` call).
+
+    >>> check_s3_uri_exists(aws, "s3://my-bucket/data/train/")
+    """
+    from botocore.exceptions import ClientError
+
+    bucket, key = parse_s3_uri(uri)
+    try:
+        found = aws.client("s3").list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code == "NoSuchBucket":
+            raise usage_error(
+                f"{uri}: the bucket {bucket} does not exist. Check the URI."
+            ) from None
+        if code in ("403", "AccessDenied"):
+            raise usage_error(
+                f"{uri}: these credentials may not list the bucket {bucket} (AccessDenied). "
+                "The training job's role may still read it; check the URI and the bucket policy."
+            ) from None
+        raise
+    if not found.get("KeyCount"):
+        raise usage_error(
+            f"{uri}: there is no object at or under this S3 URI. Check the URI, or give a "
+            "local path to --input to upload the files."
+        )
+
+
+# ---------------------------------------------------------------- directory sync
+
+
+@dataclass
+class SyncResult:
+    """What :func:`sync_dir` did: files uploaded, skipped as unchanged, deleted remotely."""
+
+    uri: str
+    uploaded: list[str] = field(default_factory=list)
+    skipped: int = 0
+    deleted: list[str] = field(default_factory=list)
+    requests: int = 0
+    bytes_uploaded: int = 0
+
+    def __repr__(self) -> str:
+        total = len(self.uploaded) + self.skipped
+        return (f"SyncResult(uploaded {len(self.uploaded)} of {total} files "
+                f"({self.bytes_uploaded / 1000:.1f} kB), {self.skipped} unchanged, "
+                f"{len(self.deleted)} deleted, {self.requests} requests)")
+
+
+def default_manifest_dir() -> Path:
+    """Where sync manifests are kept: ``$XDG_CACHE_HOME/sm-magics/sync`` (``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "sm-magics" / "sync"
+
+
+def _local_files(root: Path) -> dict[str, Path]:
+    if root.is_file():
+        return {root.name: root}
+    found: dict[str, Path] = {}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in IGNORED_DIRS)
+        for name in files:
+            path = Path(folder, name)
+            if path.is_file():
+                found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remote_objects(s3, bucket: str, prefix: str, owner: str) -> Iterator[dict]:
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, ExpectedBucketOwner=owner)
+    for page in pages:
+        yield from page.get("Contents", [])
+
+
+class _Manifest:
+    """The local record of one (endpoint, bucket, prefix, local directory) sync."""
+
+    def __init__(self, folder: Path, identity: str) -> None:
+        name = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+        self.path = folder / f"{name}.json"
+        try:
+            self.files: dict[str, dict] = json.loads(self.path.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.files = {}
+
+    def save(self, identity: str, files: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({"sync": identity, "files": files}, sort_keys=True))
+        partial.replace(self.path)
+
+
+def sync_dir(
+    aws,
+    local_path: str | os.PathLike,
+    s3_uri: str,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    manifest_dir: Path | None = None,
+    workers: int = 8,
+) -> SyncResult:
+    """Make ``s3_uri`` (a prefix ending in ``/``) hold exactly the files of ``local_path``.
+
+    A file is uploaded only when no object with its SHA-256 is at its key;
+    objects under the prefix with no local file are deleted, so the channel
+    is what the directory is. Uploads run on ``workers`` threads;
+    ``progress(bytes_done, bytes_total)`` is called as bytes go out. Files in
+    ``.git``, ``__pycache__`` and ``.ipynb_checkpoints`` are left out. The
+    default bucket is created first when the URI is in it (:func:`ensure_bucket`).
+
+    >>> sync_dir(aws, "data/", input_uri(aws, "fraud", "train")).uploaded
+    ['a.csv', 'b.csv']
+    """
+    root = Path(local_path).expanduser()
+    if not root.exists():
+        raise usage_error(f"--input: the local path {root} does not exist.")
+    bucket, prefix = parse_s3_uri(s3_uri)
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    if bucket == aws.bucket:
+        ensure_bucket(aws)
+    owner = aws.account
+    s3 = aws.client("s3")
+    counter = _RequestCounter()
+    s3.meta.events.register("before-send.s3", counter)
+
+    identity = f"{aws.settings.endpoint_url or 'aws'} s3://{bucket}/{prefix} {root.resolve()}"
+    manifest = _Manifest(manifest_dir or default_manifest_dir(), identity)
+    local = _local_files(root)
+    state: dict[str, dict] = {}
+    for rel, path in local.items():
+        stat = path.stat()
+        known = manifest.files.get(rel, {})
+        unchanged = known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns
+        state[rel] = {
+            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": known["sha256"] if unchanged and "sha256" in known else _file_sha256(path),
+            "etag": known.get("etag"), "uploaded_sha256": known.get("uploaded_sha256"),
+        }
+
+    remote = {obj["Key"]: obj for obj in _remote_objects(s3, bucket, prefix, owner)}
+    result = SyncResult(uri=f"s3://{bucket}/{prefix}")
+    to_upload = []
+    for rel, entry in sorted(state.items()):
+        obj = remote.get(prefix + rel)
+        if obj is None:
+            to_upload.append(rel)
+            continue
+        if obj["ETag"] == entry["etag"]:
+            remote_sha256 = entry["uploaded_sha256"]  # the object this machine uploaded
+        elif obj["Size"] == entry["size"]:
+            remote_sha256 = _remote_sha256(s3, bucket, prefix + rel, owner)
+        else:
+            remote_sha256 = None
+        if remote_sha256 == entry["sha256"]:
+            entry["etag"], entry["uploaded_sha256"] = obj["ETag"], remote_sha256
+            result.skipped += 1
+        else:
+            to_upload.append(rel)
+
+    stale = sorted(key for key in remote if key[len(prefix):] not in state)
+    try:
+        _upload_all(s3, bucket, prefix, owner, local, state, to_upload, result, progress, workers)
+        for start in range(0, len(stale), 1000):
+            batch = stale[start:start + 1000]
+            s3.delete_objects(Bucket=bucket, ExpectedBucketOwner=owner, Delete={
+                "Objects": [{"Key": key} for key in batch], "Quiet": True})
+            result.deleted += [key[len(prefix):] for key in batch]
+    finally:
+        manifest.save(identity, {rel: e for rel, e in state.items() if e["uploaded_sha256"]})
+    result.requests = counter.count
+    return result
+
+
+def _remote_sha256(s3, bucket: str, key: str, owner: str) -> str | None:
+    head = s3.head_object(Bucket=bucket, Key=key, ExpectedBucketOwner=owner)
+    return head.get("Metadata", {}).get("sha256")
+
+
+class _RequestCounter:
+    """Counts the HTTP requests a client sends (a botocore ``before-send`` handler)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, **_: Any) -> None:
+        with self._lock:
+            self.count += 1
+
+
+def _upload_all(s3, bucket, prefix, owner, local, state, names, result, progress, workers):
+    total = sum(state[rel]["size"] for rel in names)
+    lock = threading.Lock()
+    sent = [0]
+
+    def advance(amount: int) -> None:
+        with lock:
+            sent[0] += amount
+            done = sent[0]
+        if progress is not None:
+            progress(done, total)
+
+    def upload(rel: str) -> None:
+        entry, key = state[rel], prefix + rel
+        metadata = {"sha256": entry["sha256"]}
+        if entry["size"] <= SINGLE_PUT_LIMIT:
+            body = local[rel].read_bytes()
+            if hashlib.sha256(body).hexdigest() != entry["sha256"]:
+                raise RemoteFailure(f"{local[rel]} changed while it was being uploaded",
+                                    hint="Run the sync again once the file is written.")
+            answer = s3.put_object(
+                Bucket=bucket, Key=key, Body=body, Metadata=metadata,
+                ContentMD5=_b64(hashlib.md5(body).digest()),
+                ChecksumSHA256=_b64(bytes.fromhex(entry["sha256"])), ExpectedBucketOwner=owner)
+            etag = answer["ETag"]
+            advance(len(body))
+        else:
+            s3.upload_file(str(local[rel]), bucket, key, Callback=advance, ExtraArgs={
+                "Metadata": metadata, "ChecksumAlgorithm": "SHA256",
+                "ExpectedBucketOwner": owner})
+            etag = s3.head_object(Bucket=bucket, Key=key, ExpectedBucketOwner=owner)["ETag"]
+        with lock:
+            entry["etag"], entry["uploaded_sha256"] = etag, entry["sha256"]
+            result.uploaded.append(rel)
+            result.bytes_uploaded += entry["size"]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        failures = []
+        for rel, future in [(rel, pool.submit(upload, rel)) for rel in names]:
+            try:
+                future.result()
+            except Exception as exc:  # botocore, OS and RemoteFailure errors alike
+                failures.append((rel, exc))
+    result.uploaded.sort()
+    if failures:
+        rel, exc = failures[0]
+        raise RemoteFailure(
+            f"Upload of {len(failures)} of {len(names)} files to s3://{bucket}/{prefix} failed",
+            reason=f"{rel}: {exc}",
+            hint="Files already uploaded are kept; run the same command again to finish.",
+        )

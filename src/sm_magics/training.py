@@ -1,0 +1,306 @@
+"""From ``%sm_train`` options to a ``CreateTrainingJob`` request, and the job started.
+
+:func:`plan` checks every option and resolves the parameters without creating
+anything; :func:`start` then uploads the parameters, syncs local inputs and
+creates the job. The same requests go to AWS and to the sandbox.
+
+Example::
+
+    >>> job = plan(aws, TrainOptions(target="fraud", params=["fraud"]), images, sets)
+    >>> run = start(aws, job)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import params as params_mod
+from .config import clean_value
+from .errors import RemoteFailure, usage_error
+from .jobs import check_job_name, job_name, logged_metric_names, parse_duration
+from .runtime import metric_regex
+
+__all__ = ["JobPlan", "TrainOptions", "plan", "start"]
+
+_CHANNEL = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
+_TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
+_ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
+_REPOSITORY = re.compile(r"^[^/]+/(.+?)(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+DEFAULT_MAX_RUN = 24 * 3600
+RESERVED_CHANNEL = "params"
+
+
+@dataclass
+class TrainOptions:
+    """The options of one ``%sm_train`` line, as given (strings; checked by :func:`plan`)."""
+
+    target: str
+    params: Sequence[str] = ()
+    hp: Sequence[str] = ()
+    inputs: Sequence[str] = ()
+    output: str | None = None
+    instance_type: str | None = None
+    instance_count: int = 1
+    volume_size: int = 30
+    max_run: str | None = None
+    spot: bool = False
+    max_wait: str | None = None
+    keep_alive: str | None = None
+    env: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    job_name: str | None = None
+    metrics: Sequence[str] = ()
+    notebook: str | None = None
+
+
+@dataclass
+class JobPlan:
+    """A checked job, ready to start: nothing has been created yet."""
+
+    name: str
+    container: str
+    image_uri: str
+    image_digest: str | None
+    params: dict[str, Any]
+    local_inputs: dict[str, Path] = field(default_factory=dict)
+    s3_inputs: dict[str, str] = field(default_factory=dict)
+    output: str | None = None
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    volume_size: int = 30
+    max_run: int = DEFAULT_MAX_RUN
+    max_wait: int | None = None
+    keep_alive: int | None = None
+    spot: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metric_definitions: list[dict[str, str]] = field(default_factory=list)
+    role: str = ""
+    image: Any = None
+
+
+def _pairs(items: Sequence[str], flag: str, key_pattern: re.Pattern, what: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key_pattern.match(key):
+            raise usage_error(f"{flag} {item}: write {what}=VALUE, e.g. `{flag} "
+                              f"{'MODE=fast' if flag == '--env' else 'team=fraud'}`.")
+        found[key] = value
+    return found
+
+
+def _container_of(image_uri: str) -> str:
+    match = _REPOSITORY.match(image_uri)
+    if not match:
+        raise usage_error(
+            f"%sm_train: '{image_uri}' is neither a container built in this session nor a full "
+            "image URI (registry/repository:tag). Run its %%sm_container cell first."
+        )
+    return match.group(1).split("/")[-1]
+
+
+def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan:
+    """Check every option and resolve the parameters; raise a UsageError on the first problem.
+
+    ``images`` maps container names to their latest ``ContainerImage``; ``sets``
+    are the session's parameter sets. Nothing is created in AWS.
+    """
+    settings = aws.settings
+    target = options.target
+    image = images.get(target)
+    if image is not None:
+        container, image_uri, digest = image.name, image.uri, image.digest
+        defaults = dict(image.param_defaults)
+        train_py = Path(image.build_dir) / "train.py"
+        source = train_py.read_text() if train_py.is_file() else ""
+    elif "/" in target:
+        _, problem = clean_value("base", target)
+        if problem:
+            raise usage_error(f"%sm_train: {problem}")
+        container, image_uri, digest, defaults, source = _container_of(target), target, None, {}, ""
+    else:
+        known = ", ".join(images) or "none yet"
+        raise usage_error(
+            f"%sm_train: there is no container '{target}' in this session (built: {known}). "
+            f"Run its `%%sm_container {target}` cell first, or give a full image URI."
+        )
+
+    chosen = sets.pick(list(options.params))
+    resolved = params_mod.resolve(defaults, chosen, list(options.hp))
+
+    instance_type = options.instance_type or settings.instance_type
+    _, problem = clean_value("instance_type", instance_type)
+    if problem:
+        raise usage_error(f"--instance-type: {problem}")
+    if options.instance_count < 1:
+        raise usage_error("--instance-count: give 1 or more instances.")
+    if not 1 <= options.volume_size <= 16384:
+        raise usage_error("--volume-size: give a size in GB between 1 and 16384.")
+    max_run = parse_duration(options.max_run, "--max-run") if options.max_run else DEFAULT_MAX_RUN
+    max_wait = parse_duration(options.max_wait, "--max-wait") if options.max_wait else None
+    if options.spot and max_wait is None:
+        max_wait = max_run
+    if max_wait is not None and not options.spot:
+        raise usage_error("--max-wait applies to spot training only: add --spot.")
+    if max_wait is not None and max_wait < max_run:
+        raise usage_error(
+            f"--max-wait ({max_wait}s) must be at least --max-run ({max_run}s): it includes "
+            "the time spent waiting for spot capacity.")
+    keep_alive = parse_duration(options.keep_alive, "--keep-alive") if options.keep_alive \
+        else None
+    if keep_alive is not None and keep_alive > 3600:
+        raise usage_error("--keep-alive: a warm pool is kept at most 1 hour (3600 seconds).")
+
+    local_inputs: dict[str, Path] = {}
+    s3_inputs: dict[str, str] = {}
+    for item in options.inputs:
+        channel, sep, where = item.partition("=")
+        if not sep or not _CHANNEL.match(channel) or not where:
+            raise usage_error(
+                f"--input {item}: write CHANNEL=PATH or CHANNEL=s3://bucket/prefix, e.g. "
+                "`--input train=data/train`.")
+        if channel == RESERVED_CHANNEL:
+            raise usage_error(f"--input {item}: the channel name 'params' carries the "
+                              "parameters; choose another name.")
+        if channel in local_inputs or channel in s3_inputs:
+            raise usage_error(f"--input: the channel '{channel}' is given twice.")
+        if where.startswith("s3://"):
+            s3_inputs[channel] = where
+        else:
+            path = Path(where).expanduser()
+            if not path.exists():
+                raise usage_error(f"--input {item}: there is no file or folder '{where}' "
+                                  f"(working directory: {Path.cwd()}).")
+            local_inputs[channel] = path
+    if options.output is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+                                                   options.output):
+        raise usage_error(f"--output: '{options.output}' is not an S3 URI (s3://bucket/prefix).")
+
+    env = _pairs(options.env, "--env", _ENV_KEY, "NAME")
+    tags = _pairs(options.tags, "--tag", _TAG_KEY, "KEY")
+    definitions = [{"Name": n, "Regex": metric_regex(n)} for n in logged_metric_names(source)]
+    for item in options.metrics:
+        name, sep, regex = item.partition("=")
+        if not sep or not name or not regex:
+            raise usage_error(f"--metric {item}: write NAME=REGEX with one capture group, e.g. "
+                              "`--metric 'auc=auc: ([0-9.]+)'`.")
+        try:
+            if re.compile(regex).groups < 1:
+                raise re.error("no capture group")
+        except re.error as exc:
+            raise usage_error(f"--metric {item}: the regex is not usable ({exc}); it needs "
+                              "one capture group around the value.") from None
+        definitions = [d for d in definitions if d["Name"] != name]
+        definitions.append({"Name": name, "Regex": regex})
+    if len(definitions) > 40:
+        raise usage_error("%sm_train: SageMaker takes at most 40 metric definitions.")
+
+    if not settings.role:
+        raise usage_error(
+            "No execution role for the training job. Give one with `%sm_config --role "
+            "arn:aws:iam::<account>:role/<SageMakerExecutionRole>` (or run in SageMaker Studio, "
+            "or `%sm_sandbox start` to work offline).")
+    name = check_job_name(options.job_name) if options.job_name else job_name(container)
+
+    all_tags = {"sm-magics:container": container,
+                "sm-magics:params-sha256": params_mod.sha256(resolved)}
+    if digest:
+        all_tags["sm-magics:image-digest"] = digest
+    if options.notebook:
+        all_tags["sm-magics:notebook"] = options.notebook[-256:]
+    all_tags.update(tags)
+    if len(all_tags) > 50:
+        raise usage_error("--tag: a training job takes at most 50 tags.")
+
+    return JobPlan(
+        name=name, container=container, image_uri=image_uri, image_digest=digest,
+        params=resolved, local_inputs=local_inputs, s3_inputs=s3_inputs, output=options.output,
+        instance_type=instance_type, instance_count=options.instance_count,
+        volume_size=options.volume_size, max_run=max_run, max_wait=max_wait,
+        keep_alive=keep_alive, spot=options.spot, env=env, tags=all_tags,
+        metric_definitions=definitions, role=settings.role, image=image,
+    )
+
+
+def _channel(name: str, uri: str, content_type: str | None = None) -> dict:
+    channel = {"ChannelName": name, "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}},
+        "InputMode": "File"}
+    if content_type:
+        channel["ContentType"] = content_type
+    return channel
+
+
+def create_request(job: JobPlan, params_uri: str, inputs: Mapping[str, str],
+                   output: str) -> dict:
+    """The ``CreateTrainingJob`` request for a planned job whose data is in S3."""
+    fit = params_mod.hyperparameters(job.params)
+    resources: dict[str, Any] = {"InstanceType": job.instance_type,
+                                 "InstanceCount": job.instance_count,
+                                 "VolumeSizeInGB": job.volume_size}
+    if job.keep_alive is not None:
+        resources["KeepAlivePeriodInSeconds"] = job.keep_alive
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": job.max_run}
+    if job.max_wait is not None:
+        stopping["MaxWaitTimeInSeconds"] = job.max_wait
+    request: dict[str, Any] = {
+        "TrainingJobName": job.name,
+        "AlgorithmSpecification": {"TrainingImage": job.image_uri, "TrainingInputMode": "File",
+                                   "MetricDefinitions": job.metric_definitions},
+        "RoleArn": job.role,
+        "HyperParameters": fit.values,
+        "InputDataConfig": [_channel(RESERVED_CHANNEL, params_uri, "application/json")]
+        + [_channel(name, uri) for name, uri in sorted(inputs.items())],
+        "OutputDataConfig": {"S3OutputPath": output},
+        "ResourceConfig": resources,
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": job.spot,
+        "Tags": [{"Key": k, "Value": v} for k, v in job.tags.items()],
+    }
+    if job.env:
+        request["Environment"] = job.env
+    if job.spot:
+        request["CheckpointConfig"] = {"S3Uri": f"{output.rstrip('/')}/{job.name}/checkpoints"}
+    return request
+
+
+def upload_inputs(aws, job: JobPlan, progress=None) -> tuple[str, dict[str, str], str]:
+    """Upload the parameters, sync local inputs, check S3 inputs; return their URIs."""
+    from . import s3
+
+    params_uri = s3.upload_params(aws, job.container, job.params)
+    inputs = dict(job.s3_inputs)
+    for uri in inputs.values():
+        s3.check_s3_uri_exists(aws, uri)
+    for channel, path in job.local_inputs.items():
+        target = s3.input_uri(aws, job.container, channel)
+        s3.sync_dir(aws, path, target, progress=progress)
+        inputs[channel] = target
+    bucket = s3.ensure_bucket(aws)
+    output = job.output or f"s3://{bucket}/{aws.settings.prefix}/{job.container}/output"
+    return params_uri, inputs, output
+
+
+def start(aws, job: JobPlan, progress=None) -> dict:
+    """Upload what the job needs and create it; returns the request that was sent."""
+    from botocore.exceptions import ClientError
+
+    params_uri, inputs, output = upload_inputs(aws, job, progress)
+    request = create_request(job, params_uri, inputs, output)
+    try:
+        aws.client("sagemaker").create_training_job(**request)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        hint = None
+        if "PassRole" in error.get("Message", "") or error.get("Code") == "AccessDeniedException":
+            hint = ("The identity running this notebook needs iam:PassRole on the execution "
+                    "role and sagemaker:CreateTrainingJob (see the README's IAM policy).")
+        raise RemoteFailure(f"SageMaker did not start training job {job.name}",
+                            reason=f"{error.get('Code')}: {error.get('Message')}",
+                            hint=hint) from None
+    return request

@@ -1,0 +1,155 @@
+"""HTML and text renderings of a training job's state (no widgets needed).
+
+Used by the live job panel for its parts, and on their own where widgets
+cannot show: in a terminal, in nbconvert output, in a notebook saved after
+the job ended.
+
+Example::
+
+    >>> print(summary_text(snapshot))
+    Training job fraud-20261124-101500-ab12: Completed
+      Starting 4s > Downloading 1s > Training 31s > Uploading 1s > Completed
+    ...
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from ..jobs import JobSnapshot, MetricsTable
+
+__all__ = ["chart_svg", "phases_html", "summary_html", "summary_text"]
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+_STATUS_COLOURS = {"Completed": "#2e7d32", "Failed": "#c62828", "Stopped": "#ef6c00",
+                   "Stopping": "#ef6c00", "InProgress": "#1565c0"}
+
+
+def duration(seconds: float | None) -> str:
+    """``1h 02m``, ``3m 07s`` or ``12s``."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def phases_text(snap: JobSnapshot) -> str:
+    return " > ".join(
+        f"{name} {duration(seconds)}" + (" (now)" if current else "")
+        for name, seconds, current in snap.phases()
+    ) or snap.secondary
+
+
+def phases_html(snap: JobSnapshot) -> str:
+    """The phase timeline: one box per phase with the time spent in it."""
+    boxes = []
+    for name, seconds, current in snap.phases():
+        colour = _STATUS_COLOURS.get(name, "#546e7a")
+        weight = "bold" if current or name in ("Completed", "Failed", "Stopped") else "normal"
+        border = f"2px solid {colour}" if current else f"1px solid {colour}"
+        boxes.append(
+            f"<span class='sm-phase' data-phase='{escape(name)}' style='display:inline-block;"
+            f"margin:2px;padding:2px 8px;border:{border};border-radius:4px;"
+            f"font-weight:{weight};color:{colour}'>{escape(name)} "
+            f"<small>{duration(seconds)}</small></span>"
+        )
+    return "<div class='sm-phases'>" + "&#x2192;".join(boxes) + "</div>"
+
+
+def chart_svg(metrics: MetricsTable, width: int = 420, height: int = 140) -> str:
+    """A small line chart of every logged metric, as inline SVG (no plotting library)."""
+    names = metrics.names()
+    if not names:
+        return "<div class='sm-chart sm-chart-empty'><small>no metrics logged yet</small></div>"
+    pad = 28
+    lines, legend = [], []
+    for index, name in enumerate(names):
+        series = metrics.series(name)
+        steps = [s for s, _ in series]
+        values = [v for _, v in series]
+        lo, hi = min(values), max(values)
+        first, last = min(steps), max(steps)
+        span_x = (last - first) or 1
+        span_y = (hi - lo) or 1
+        points = " ".join(
+            f"{pad + (s - first) / span_x * (width - 2 * pad):.1f},"
+            f"{height - pad - (v - lo) / span_y * (height - 2 * pad):.1f}"
+            for s, v in series
+        )
+        colour = _COLOURS[index % len(_COLOURS)]
+        lines.append(f"<polyline data-metric='{escape(name)}' fill='none' stroke='{colour}' "
+                     f"stroke-width='1.5' points='{points}'/>")
+        legend.append(f"<tspan fill='{colour}'>{escape(name)} {values[-1]:.4g}</tspan> ")
+    axis = (f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' "
+            "stroke='#999'/>")
+    return (f"<svg class='sm-chart' width='{width}' height='{height}' "
+            f"xmlns='http://www.w3.org/2000/svg'>{axis}{''.join(lines)}"
+            f"<text x='{pad}' y='14' font-size='11'>{''.join(legend)}</text></svg>")
+
+
+def links_html(snap: JobSnapshot) -> str:
+    links = snap.console_links()
+    if not links:
+        return ""
+    return (f" <a href='{escape(links['console'])}' target='_blank'>console</a> · "
+            f"<a href='{escape(links['logs'])}' target='_blank'>logs</a>")
+
+
+def header_html(snap: JobSnapshot) -> str:
+    colour = _STATUS_COLOURS.get(snap.status, "#546e7a")
+    billable = "" if snap.billable_seconds is None else (
+        f" · billable {duration(snap.billable_seconds)}")
+    return (f"<div class='sm-job-header'><b>{escape(snap.name)}</b>{links_html(snap)} "
+            f"<span class='sm-status' style='color:{colour};font-weight:bold'>"
+            f"{escape(snap.status)}</span> · {escape(snap.secondary)} · "
+            f"elapsed {duration(snap.elapsed)}{billable}</div>")
+
+
+def result_html(snap: JobSnapshot) -> str:
+    """The end of the story: model URI and final metrics, or the failure and last lines."""
+    if snap.status == "Completed":
+        metrics = snap.final_metrics or snap.metrics.last()
+        rows = "".join(f"<tr><td>{escape(k)}</td><td>{v:.6g}</td></tr>"
+                       for k, v in metrics.items())
+        table = f"<table class='sm-final-metrics'>{rows}</table>" if rows else ""
+        return (f"<div class='sm-result'>Model: <code class='sm-model-uri'>"
+                f"{escape(snap.model_data or '-')}</code>{table}</div>")
+    if snap.status in ("Failed", "Stopped"):
+        tail = escape("\n".join(snap.log_tail[-10:]))
+        return (f"<div class='sm-result'><b>{escape(snap.status)}</b>: "
+                f"<span class='sm-failure'>{escape(snap.failure_reason or 'no reason given')}"
+                f"</span><pre style='max-height:12em;overflow:auto'>{tail}</pre></div>")
+    return ""
+
+
+def summary_html(snap: JobSnapshot) -> str:
+    """The whole job in one static HTML block."""
+    return (f"<div class='sm-job'>{header_html(snap)}{phases_html(snap)}"
+            f"{chart_svg(snap.metrics)}{result_html(snap)}</div>")
+
+
+def summary_text(snap: JobSnapshot) -> str:
+    """The whole job as plain text."""
+    lines = [f"Training job {snap.name}: {snap.status} ({snap.secondary})",
+             f"  {phases_text(snap)}",
+             f"  elapsed {duration(snap.elapsed)}"
+             + ("" if snap.billable_seconds is None
+                else f", billable {duration(snap.billable_seconds)}")]
+    links = snap.console_links()
+    if links:
+        lines.append(f"  console: {links['console']}")
+    if snap.status == "Completed":
+        lines.append(f"  model: {snap.model_data}")
+        metrics = snap.final_metrics or snap.metrics.last()
+        if metrics:
+            lines.append("  metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+    elif snap.status in ("Failed", "Stopped"):
+        lines.append(f"  reason: {snap.failure_reason or 'no reason given'}")
+        lines += [f"    {line}" for line in snap.log_tail[-10:]]
+    return "\n".join(lines)

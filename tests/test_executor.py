@@ -1,0 +1,419 @@
+"""Training jobs in the sandbox, driven with plain boto3 as a SageMaker user would.
+
+The training image (see ``test_contract.TRAIN``) is built from the sandbox
+base, pushed to the sandbox registry, and run by the gateway's executor.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import tarfile
+import time
+import uuid
+
+import pytest
+
+from test_contract import build_image
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
+
+BUCKET = "executor-tests"
+POLL_LIMIT = 300  # seconds; generous, the jobs take a few seconds
+
+
+@pytest.fixture(scope="module")
+def clients(sandbox):
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    return {"sagemaker": boto3.client("sagemaker"), "s3": s3, "logs": boto3.client("logs"),
+            "cloudwatch": boto3.client("cloudwatch")}
+
+
+@pytest.fixture(scope="module")
+def image(sandbox):
+    """The test image, pushed to the sandbox registry and removed from the engine."""
+    import docker
+
+    client = docker.from_env()
+    uri = f"{os.environ['SM_MAGICS_REGISTRY']}/executor-test:{uuid.uuid4().hex[:8]}"
+    build_image(client, uri)
+    for line in client.images.push(uri, stream=True, decode=True):
+        assert "error" not in line, line
+    client.images.remove(uri)  # the executor must pull it from the registry
+    return uri
+
+
+def job_name(prefix: str = "job") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_job(clients, image, name=None, *, channels=(), metrics=(), max_runtime=3600,
+               **hyperparameters) -> str:
+    name = name or job_name()
+    inputs = [{
+        "ChannelName": channel,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                        "S3DataDistributionType": "FullyReplicated"}},
+    } for channel, uri in channels]
+    clients["sagemaker"].create_training_job(
+        **({"InputDataConfig": inputs} if inputs else {}),
+        TrainingJobName=name,
+        AlgorithmSpecification={
+            "TrainingImage": image, "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": n, "Regex": r} for n, r in metrics],
+        },
+        RoleArn=os.environ["SM_MAGICS_ROLE"],
+        HyperParameters={k: str(v) for k, v in hyperparameters.items()},
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1,
+                        "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": max_runtime},
+    )
+    return name
+
+
+def wait_for(clients, name: str, until=lambda d: d["TrainingJobStatus"] in (
+        "Completed", "Failed", "Stopped")) -> dict:
+    deadline = time.monotonic() + POLL_LIMIT
+    while True:
+        described = clients["sagemaker"].describe_training_job(TrainingJobName=name)
+        if until(described):
+            return described
+        assert time.monotonic() < deadline, f"{name} stayed {described['SecondaryStatus']}"
+        time.sleep(0.2)
+
+
+def read_tarball(clients, uri: str) -> dict[str, bytes]:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    body = clients["s3"].get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+
+
+def log_messages(clients, name: str) -> list[str]:
+    streams = clients["logs"].describe_log_streams(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")["logStreams"]
+    assert len(streams) == 1
+    assert streams[0]["logStreamName"].startswith(f"{name}/algo-1-")
+    events = clients["logs"].get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0]["logStreamName"],
+        startFromHead=True)["events"]
+    return [event["message"] for event in events]
+
+
+@pytest.fixture(scope="module")
+def completed(clients, image):
+    """A job that trained on a channel from S3 and completed."""
+    clients["s3"].put_object(Bucket=BUCKET, Key="data/train/rows.csv", Body=b"1,2\n3,4\n")
+    clients["s3"].put_object(Bucket=BUCKET, Key="data/train/more/extra.csv", Body=b"5,6\n")
+    name = create_job(clients, image, channels=[("train", f"s3://{BUCKET}/data/train/")],
+                      metrics=[("loss", r"loss=([0-9.]+)"), ("accuracy", r"accuracy=([0-9.]+)")],
+                      mode="ok", lr=0.05, pause=0.5)
+    return name, wait_for(clients, name)
+
+
+def test_a_job_completes_with_its_model_and_output_in_s3(clients, completed):
+    name, described = completed
+
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    assert described["SecondaryStatus"] == "Completed"
+    model_uri = f"s3://{BUCKET}/output/{name}/output/model.tar.gz"
+    assert described["ModelArtifacts"]["S3ModelArtifacts"] == model_uri
+    model = json.loads(read_tarball(clients, model_uri)["model.json"])
+    assert model["hp"] == {"mode": "ok", "lr": "0.05", "pause": "0.5"}
+    assert model["files"] == {"train/rows.csv": "1,2\n3,4\n", "train/more/extra.csv": "5,6\n"}
+    assert json.loads(model["env"]["SM_HPS"]) == {"mode": "ok", "lr": 0.05, "pause": 0.5}
+    assert model["env"]["SM_CHANNEL_TRAIN"] == "/opt/ml/input/data/train"
+    assert model["env"]["TRAINING_JOB_NAME"] == name
+    output = read_tarball(clients, f"s3://{BUCKET}/output/{name}/output/output.tar.gz")
+    assert output == {"report.txt": b"all good\n"}
+
+
+def test_a_completed_job_has_its_output_as_log_events(clients, completed):
+    name, _ = completed
+
+    messages = log_messages(clients, name)
+
+    assert messages[0] == "starting in mode ok"
+    assert "a line on stderr" in messages
+    assert "epoch=2 loss=0.3333 accuracy=0.70" in messages
+    assert messages[-1] == "done"
+
+
+def test_transitions_are_in_order_with_plausible_times(completed):
+    _, described = completed
+    transitions = described["SecondaryStatusTransitions"]
+
+    assert [t["Status"] for t in transitions] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    for earlier, later in zip(transitions, transitions[1:], strict=False):
+        assert earlier["StartTime"] <= earlier["EndTime"] == later["StartTime"]
+    assert transitions[-1]["StartTime"] <= transitions[-1]["EndTime"]
+    assert all(t["StatusMessage"] for t in transitions)
+    assert described["CreationTime"] == transitions[0]["StartTime"]
+    assert described["CreationTime"] <= described["TrainingStartTime"]
+    assert described["TrainingStartTime"] <= described["TrainingEndTime"]
+    assert described["TrainingEndTime"] <= described["LastModifiedTime"]
+    assert described["TrainingTimeInSeconds"] >= 1
+    assert described["BillableTimeInSeconds"] == described["TrainingTimeInSeconds"]
+    # the program paused 3 x 0.5 s while training
+    training = transitions[2]
+    assert (training["EndTime"] - training["StartTime"]).total_seconds() >= 1.5
+
+
+def test_final_metrics_come_from_the_metric_definitions(clients, completed):
+    name, described = completed
+
+    final = {m["MetricName"]: m for m in described["FinalMetricDataList"]}
+
+    assert set(final) == {"loss", "accuracy"}
+    assert final["loss"]["Value"] == pytest.approx(0.3333)
+    assert final["accuracy"]["Value"] == pytest.approx(0.70)
+    assert described["TrainingStartTime"] <= final["loss"]["Timestamp"]
+    statistics = clients["cloudwatch"].get_metric_statistics(
+        Namespace="/aws/sagemaker/TrainingJobs", MetricName="loss",
+        Dimensions=[{"Name": "Host", "Value": f"{name}/algo-1"}],
+        StartTime=described["CreationTime"], EndTime=described["LastModifiedTime"],
+        Period=60, Statistics=["Minimum", "Maximum", "SampleCount"])["Datapoints"]
+    assert sum(point["SampleCount"] for point in statistics) == 3
+    assert min(point["Minimum"] for point in statistics) == pytest.approx(0.3333)
+    assert max(point["Maximum"] for point in statistics) == pytest.approx(1.0)
+
+
+def test_a_job_whose_code_raises_fails_with_its_message(clients, image):
+    name = create_job(clients, image, mode="raise")
+
+    described = wait_for(clients, name)
+
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["SecondaryStatus"] == "Failed"
+    assert described["FailureReason"] == (
+        "AlgorithmError: ValueError: learning rate must be positive")
+    assert "ModelArtifacts" not in described
+    assert [t["Status"] for t in described["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Failed"]
+    assert any("Traceback" in line for line in log_messages(clients, name))
+
+
+def test_a_job_that_exits_without_a_failure_file_reports_the_exit_code(clients, image):
+    name = create_job(clients, image, mode="exit")
+
+    described = wait_for(clients, name)
+
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"] == (
+        "AlgorithmError: The training program exited with code 3. Last log line: giving up")
+
+
+def test_stop_training_job_stops_a_sleeping_job(clients, image):
+    name = create_job(clients, image, mode="sleep", seconds=3600)
+    wait_for(clients, name, until=lambda d: d["SecondaryStatus"] == "Training"
+             and "in progress" in d["SecondaryStatusTransitions"][-1]["StatusMessage"])
+    wait_for_log(clients, name, "starting in mode sleep")
+
+    clients["sagemaker"].stop_training_job(TrainingJobName=name)
+    stopping = clients["sagemaker"].describe_training_job(TrainingJobName=name)
+    described = wait_for(clients, name)
+
+    assert stopping["TrainingJobStatus"] in ("Stopping", "Stopped")
+    assert described["TrainingJobStatus"] == "Stopped"
+    assert described["SecondaryStatus"] == "Stopped"
+    assert [t["Status"] for t in described["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Stopping", "Stopped"]
+    assert "FailureReason" not in described
+    assert_no_job_containers(name)
+
+
+def test_a_stopped_job_uploads_the_model_its_program_saved_on_sigterm(clients, image):
+    name = create_job(clients, image, mode="graceful", seconds=3600)
+    wait_for_log(clients, name, "starting in mode graceful")
+
+    clients["sagemaker"].stop_training_job(TrainingJobName=name)
+    described = wait_for(clients, name)
+
+    assert described["TrainingJobStatus"] == "Stopped"
+    model = json.loads(read_tarball(clients, described["ModelArtifacts"]["S3ModelArtifacts"])
+                       ["model.json"])
+    assert model["interrupted"] is True
+    assert "got SIGTERM, saving the model" in log_messages(clients, name)
+
+
+def test_max_runtime_stops_the_job_as_max_runtime_exceeded(clients, image):
+    name = create_job(clients, image, mode="sleep", seconds=3600, max_runtime=3)
+
+    described = wait_for(clients, name)
+
+    assert described["TrainingJobStatus"] == "Stopped"
+    assert described["SecondaryStatus"] == "MaxRuntimeExceeded"
+    assert described["SecondaryStatusTransitions"][-1]["Status"] == "MaxRuntimeExceeded"
+    assert described["TrainingTimeInSeconds"] >= 3
+    assert_no_job_containers(name)
+
+
+def test_two_jobs_at_once_both_complete(clients, image):
+    first = create_job(clients, image, mode="ok", pause=1)
+    second = create_job(clients, image, mode="ok", pause=1)
+
+    results = [wait_for(clients, first), wait_for(clients, second)]
+
+    assert [r["TrainingJobStatus"] for r in results] == ["Completed", "Completed"]
+    training = [next(t for t in r["SecondaryStatusTransitions"] if t["Status"] == "Training")
+                for r in results]
+    # they trained at the same time: each started before the other ended
+    assert training[0]["StartTime"] < training[1]["EndTime"]
+    assert training[1]["StartTime"] < training[0]["EndTime"]
+    for name in (first, second):
+        assert "epoch=2 loss=0.3333 accuracy=0.70" in log_messages(clients, name)
+
+
+def test_a_missing_image_fails_the_job_with_a_reason(clients):
+    missing = f"{os.environ['SM_MAGICS_REGISTRY']}/no-such-image:1"
+
+    described = wait_for(clients, create_job(clients, missing))
+
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"].startswith(
+        f"ClientError: Could not pull the training image {missing}")
+
+
+def test_a_missing_channel_bucket_fails_the_job_while_downloading(clients, image):
+    name = create_job(clients, image, channels=[("train", "s3://no-such-bucket/data/")])
+
+    described = wait_for(clients, name)
+
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"].startswith(
+        "ClientError: Could not download channel 'train' from s3://no-such-bucket/data/")
+    assert described["SecondaryStatusTransitions"][-2]["Status"] == "Downloading"
+
+
+def test_api_errors_have_the_real_codes(clients, completed, image):
+    from botocore.exceptions import ClientError
+
+    sagemaker = clients["sagemaker"]
+    name, _ = completed
+    with pytest.raises(ClientError) as in_use:
+        create_job(clients, image, name)
+    assert in_use.value.response["Error"]["Code"] == "ResourceInUse"
+    with pytest.raises(ClientError) as missing:
+        sagemaker.describe_training_job(TrainingJobName="no-such-job")
+    assert missing.value.response["Error"] == {
+        "Code": "ValidationException", "Message": "Requested resource not found."}
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as finished:
+        sagemaker.stop_training_job(TrainingJobName=name)
+    assert finished.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_requests_are_validated_against_the_service_model(sandbox):
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    unchecked = boto3.client("sagemaker", config=Config(parameter_validation=False))
+    with pytest.raises(ClientError) as bad:
+        unchecked.create_training_job(
+            TrainingJobName="bad_name",
+            AlgorithmSpecification={"TrainingImage": "x", "TrainingInputMode": "File"},
+            OutputDataConfig={"S3OutputPath": "s3://b/p"},
+        )
+    error = bad.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert error["Message"].startswith("2 validation errors detected: ")
+    assert "Value 'bad_name' at 'trainingJobName' failed to satisfy constraint" in error["Message"]
+    assert "Value null at 'roleArn' failed to satisfy constraint: Member must not be null" \
+        in error["Message"]
+    with pytest.raises(ClientError) as unknown_status:
+        unchecked.list_training_jobs(StatusEquals="Sleeping")
+    assert unknown_status.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_list_training_jobs_filters_sorts_and_pages(clients, completed, image):
+    sagemaker = clients["sagemaker"]
+    prefix = f"listed-{uuid.uuid4().hex[:6]}"
+    names = [create_job(clients, image, f"{prefix}-{i}", mode="ok") for i in range(3)]
+    for name in names:
+        wait_for(clients, name)
+
+    newest_first = sagemaker.list_training_jobs(NameContains=prefix)["TrainingJobSummaries"]
+    assert [s["TrainingJobName"] for s in newest_first] == names[::-1]
+    assert {s["TrainingJobStatus"] for s in newest_first} == {"Completed"}
+    by_name = sagemaker.list_training_jobs(NameContains=prefix.upper(), SortBy="Name",
+                                           SortOrder="Ascending")["TrainingJobSummaries"]
+    assert [s["TrainingJobName"] for s in by_name] == names
+    page = sagemaker.list_training_jobs(NameContains=prefix, MaxResults=2, SortOrder="Ascending")
+    assert [s["TrainingJobName"] for s in page["TrainingJobSummaries"]] == names[:2]
+    rest = sagemaker.list_training_jobs(NameContains=prefix, MaxResults=2, SortOrder="Ascending",
+                                        NextToken=page["NextToken"])
+    assert [s["TrainingJobName"] for s in rest["TrainingJobSummaries"]] == names[2:]
+    assert "NextToken" not in rest
+    paged = [s["TrainingJobName"]
+             for p in sagemaker.get_paginator("list_training_jobs").paginate(
+                 NameContains=prefix, PaginationConfig={"PageSize": 1})
+             for s in p["TrainingJobSummaries"]]
+    assert paged == names[::-1]
+    failed = sagemaker.list_training_jobs(StatusEquals="Failed", MaxResults=100)
+    assert not {s["TrainingJobName"] for s in failed["TrainingJobSummaries"]} & set(names)
+    an_hour_before = newest_first[-1]["CreationTime"] - datetime.timedelta(hours=1)
+    after = sagemaker.list_training_jobs(NameContains=prefix, CreationTimeAfter=an_hour_before)
+    assert len(after["TrainingJobSummaries"]) == 3
+    before = sagemaker.list_training_jobs(NameContains=prefix, CreationTimeBefore=an_hour_before)
+    assert before["TrainingJobSummaries"] == []
+
+
+def test_job_records_outlive_the_executor_and_a_running_job_is_marked_failed(sandbox, tmp_path):
+    from sm_magics.sandbox.executor import TrainingJobExecutor
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    records = tmp_path / "training-jobs"
+    records.mkdir()
+    now = time.time()
+    (records / "interrupted-1.json").write_text(json.dumps({
+        "TrainingJobName": "interrupted-1",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/interrupted-1",
+        "TrainingJobStatus": "InProgress", "SecondaryStatus": "Training",
+        "CreationTime": now, "LastModifiedTime": now, "TrainingStartTime": now,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+        "SecondaryStatusTransitions": [{"Status": "Training", "StartTime": now,
+                                        "StatusMessage": "Training in progress."}],
+    }))
+
+    executor = TrainingJobExecutor(endpoint, tmp_path)
+    try:
+        described = executor.handle("DescribeTrainingJob", {"TrainingJobName": "interrupted-1"})
+        listed = executor.handle("ListTrainingJobs", {})["TrainingJobSummaries"]
+    finally:
+        executor.shutdown()
+
+    assert described["TrainingJobStatus"] == "Failed"
+    assert "stopped while the job was running" in described["FailureReason"]
+    assert described["SecondaryStatusTransitions"][-1]["Status"] == "Failed"
+    assert [s["TrainingJobName"] for s in listed] == ["interrupted-1"]
+    reread = json.loads((records / "interrupted-1.json").read_text())
+    assert reread["TrainingJobStatus"] == "Failed"
+
+
+def wait_for_log(clients, name: str, text: str) -> None:
+    """Wait until the job's program has printed ``text`` (it is running)."""
+    deadline = time.monotonic() + POLL_LIMIT
+    while True:
+        try:
+            if text in log_messages(clients, name):
+                return
+        except (AssertionError, clients["logs"].exceptions.ResourceNotFoundException):
+            pass
+        assert time.monotonic() < deadline, f"{name} never printed {text!r}"
+        time.sleep(0.2)
+
+
+def assert_no_job_containers(name: str) -> None:
+    import docker
+
+    from sm_magics.contract import LABEL
+
+    assert docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}={name}"}) == []
