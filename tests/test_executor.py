@@ -178,7 +178,8 @@ def test_final_metrics_come_from_the_metric_definitions(clients, completed):
     statistics = clients["cloudwatch"].get_metric_statistics(
         Namespace="/aws/sagemaker/TrainingJobs", MetricName="loss",
         Dimensions=[{"Name": "Host", "Value": f"{name}/algo-1"}],
-        StartTime=described["CreationTime"], EndTime=described["LastModifiedTime"],
+        StartTime=described["CreationTime"] - datetime.timedelta(minutes=1),
+        EndTime=described["LastModifiedTime"] + datetime.timedelta(minutes=1),
         Period=60, Statistics=["Minimum", "Maximum", "SampleCount"])["Datapoints"]
     assert sum(point["SampleCount"] for point in statistics) == 3
     assert min(point["Minimum"] for point in statistics) == pytest.approx(0.3333)
@@ -206,8 +207,11 @@ def test_a_job_that_exits_without_a_failure_file_reports_the_exit_code(clients, 
     described = wait_for(clients, name)
 
     assert described["TrainingJobStatus"] == "Failed"
-    assert described["FailureReason"] == (
-        "AlgorithmError: The training program exited with code 3. Last log line: giving up")
+    # stdout and stderr reach the log in the order Docker delivers them
+    assert described["FailureReason"] in (
+        "AlgorithmError: The training program exited with code 3. Last log line: giving up",
+        "AlgorithmError: The training program exited with code 3. Last log line: a line on "
+        "stderr")
 
 
 def test_stop_training_job_stops_a_sleeping_job(clients, image):
@@ -417,3 +421,37 @@ def assert_no_job_containers(name: str) -> None:
     from sm_magics.contract import LABEL
 
     assert docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}={name}"}) == []
+
+
+def test_stopping_the_sandbox_ends_its_jobs_and_a_restart_reports_them_failed(
+        sandbox, image, tmp_path):
+    import boto3
+    import docker
+
+    from sm_magics.sandbox import Sandbox
+    from sm_magics.sandbox.executor import HOME_LABEL
+
+    box = Sandbox(tmp_path / "second-sandbox")
+    box.start()
+    try:
+        env = box.environment()
+        other = {service: boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
+                 for service in ("sagemaker", "s3", "logs")}
+        other["s3"].create_bucket(Bucket=BUCKET)
+        name = create_job(other, image, mode="sleep", seconds=3600)
+        wait_for_log(other, name, "starting in mode sleep")
+
+        box.stop()
+        leftovers = docker.from_env().containers.list(
+            all=True, filters={"label": f"{HOME_LABEL}={box.home}"})
+        box.start()
+        env = box.environment()
+        described = boto3.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"]) \
+            .describe_training_job(TrainingJobName=name)
+    finally:
+        box.stop()
+
+    assert leftovers == []
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"] == (
+        "InternalServerError: The sandbox stopped while the job was running.")

@@ -163,6 +163,20 @@ def test_notebook_checkpoints_and_caches_are_not_uploaded(aws, channel, manifest
     assert remote_files(aws, channel) == {"train.csv": b"train.csv"}
 
 
+def test_linked_folders_are_followed_but_a_link_loop_is_not(aws, channel, manifests, tmp_path):
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    (data / "own").mkdir(parents=True)
+    shared.mkdir()
+    (data / "own" / "a.txt").write_text("a")
+    (shared / "b.txt").write_text("b")
+    (data / "linked").symlink_to(shared, target_is_directory=True)
+    (data / "own" / "back").symlink_to(data, target_is_directory=True)
+
+    s3.sync_dir(aws, data, channel, manifest_dir=manifests)
+
+    assert remote_files(aws, channel) == {"own/a.txt": b"a", "linked/b.txt": b"b"}
+
+
 def test_a_large_file_goes_up_in_parts_with_progress_reported(
         aws, calls, channel, manifests, tmp_path):
     data = tmp_path / "data"

@@ -97,6 +97,23 @@ class ContainerImage:
                 f"<table>{body}</table></div>")
 
 
+_ENGINE: list[Any] = []
+
+
+def _engine():
+    """The Docker engine's client, reused while the engine answers."""
+    if _ENGINE:
+        try:
+            _ENGINE[0].ping()
+            return _ENGINE[0]
+        except Exception:  # the engine went away: connect again, or say how to start one
+            _ENGINE.clear()
+    from .docker_engine import docker_client
+
+    _ENGINE.append(docker_client())
+    return _ENGINE[0]
+
+
 class BuildListener:
     """Receives the progress of a build. Override what you show; the rest is ignored.
 
@@ -159,7 +176,6 @@ class BuildService:
             return self._build_local(context, build_dir)
 
         from .aws import AwsContext
-        from .docker_engine import docker_client
         from .ecr import Ecr
         from .registry import Registry
 
@@ -172,8 +188,8 @@ class BuildService:
             if digest is not None:
                 return self._image(context, repository.image_uri(context.tag), digest,
                                    build_dir, built=False)
-        client = docker_client()
-        repository = repository or ecr.ensure(context.name)
+        client = _engine()
+        repository = ecr.ensure(context.name)
         uri = repository.image_uri(context.tag)
         self.listener.stage("Build", uri)
         self._docker_build(client, context, build_dir, uri)
@@ -184,9 +200,7 @@ class BuildService:
     def _build_local(self, context: BuildContext, build_dir: Path) -> ContainerImage:
         import docker.errors
 
-        from .docker_engine import docker_client
-
-        client = docker_client()
+        client = _engine()
         reference = f"{context.name}:{context.tag}"
         self.listener.stage("Look up", f"local image {reference}")
         try:

@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .aws import AwsContext
 from .errors import RemoteFailure
@@ -36,8 +37,13 @@ _EXPIRY_MARGIN = 300.0
 # fixed dates) is used for this long after it was fetched, then fetched again.
 _STALE_TOKEN_LIFETIME = 60.0
 
+# Per (profile, region, endpoint): an ECR client, its tokens, and the
+# repositories seen to exist. A cached repository only shortens the look-up
+# of a tag; ensure() always asks ECR again before a push.
+_CLIENTS: dict[tuple, Any] = {}
 _TOKENS: dict[tuple, Token] = {}
-_LOCK = threading.Lock()
+_REPOSITORIES: dict[tuple, Repository] = {}
+_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -108,23 +114,33 @@ class Ecr:
     def __init__(self, aws: AwsContext, registry: str | None = None) -> None:
         self.aws = aws
         self.registry = registry
-        self._client = None
+        settings = aws.settings
+        self._key = (settings.profile, settings.region, settings.endpoint_url)
 
     @property
     def client(self):
-        if self._client is None:
-            self._client = self.aws.client("ecr")
-        return self._client
+        """The ECR client (created once per profile, region and endpoint)."""
+        with _LOCK:
+            if self._key not in _CLIENTS:
+                _CLIENTS[self._key] = self.aws.client("ecr")
+            return _CLIENTS[self._key]
 
     def _repository(self, data: dict) -> Repository:
         ecr_uri = data["repositoryUri"]
         host = self.registry or ecr_uri.split("/", 1)[0]
         return Repository(data["repositoryName"], ecr_uri, host)
 
-    def find(self, name: str) -> Repository | None:
-        """The repository ``name``, or ``None`` when it does not exist."""
+    def find(self, name: str, cached: bool = True) -> Repository | None:
+        """The repository ``name``, or ``None`` when it does not exist.
+
+        With ``cached``, a repository this process has already seen is returned
+        without asking ECR.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        key = (*self._key, self.registry, name)
+        if cached and key in _REPOSITORIES:
+            return _REPOSITORIES[key]
         try:
             found = self.client.describe_repositories(repositoryNames=[name])["repositories"]
         except ClientError as exc:
@@ -133,13 +149,16 @@ class Ecr:
             raise _aws_failure("DescribeRepositories", exc) from None
         except BotoCoreError as exc:
             raise _aws_failure("DescribeRepositories", exc) from None
-        return self._repository(found[0]) if found else None
+        if not found:
+            return None
+        _REPOSITORIES[key] = self._repository(found[0])
+        return _REPOSITORIES[key]
 
     def ensure(self, name: str) -> Repository:
         """The repository ``name``, created (scan on push, AES-256) when missing."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        existing = self.find(name)
+        existing = self.find(name, cached=False)
         if existing is not None:
             return existing
         try:
@@ -151,20 +170,21 @@ class Ecr:
             )["repository"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "RepositoryAlreadyExistsException":
-                raced = self.find(name)  # created by someone else in the meantime
+                raced = self.find(name, cached=False)  # created elsewhere in the meantime
                 if raced is not None:
                     return raced
             raise _aws_failure("CreateRepository", exc) from None
         except BotoCoreError as exc:
             raise _aws_failure("CreateRepository", exc) from None
-        return self._repository(created)
+        repository = self._repository(created)
+        _REPOSITORIES[(*self._key, self.registry, name)] = repository
+        return repository
 
     def token(self, refresh: bool = False) -> Token:
         """The registry login, fetched when missing, expiring, or ``refresh`` is asked."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        settings = self.aws.settings
-        key = (settings.endpoint_url, settings.region, settings.profile)
+        key = self._key
         now = time.time()
         with _LOCK:
             cached = _TOKENS.get(key)

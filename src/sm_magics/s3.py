@@ -133,13 +133,13 @@ def ensure_bucket(aws) -> str:
                 f"(`aws s3 mb s3://{bucket}`), or unset the setting (`%sm_config --unset "
                 "bucket`) to use the SageMaker default bucket."
             ) from None
-        _create_bucket(s3, bucket, aws.settings.region)
+        _create_bucket(s3, bucket, aws.settings.region, aws.account)
     with _READY_LOCK:
         _READY_BUCKETS.add(marker)
     return bucket
 
 
-def _create_bucket(s3, bucket: str, region: str) -> None:
+def _create_bucket(s3, bucket: str, region: str, owner: str) -> None:
     from botocore.exceptions import ClientError
 
     kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -156,11 +156,13 @@ def _create_bucket(s3, bucket: str, region: str) -> None:
                 "with `%sm_config --bucket NAME`."
             ) from None
         raise
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+    s3.put_public_access_block(Bucket=bucket, ExpectedBucketOwner=owner,
+                               PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True,
         "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
     })
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+    s3.put_bucket_encryption(Bucket=bucket, ExpectedBucketOwner=owner,
+                             ServerSideEncryptionConfiguration={
         "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
     })
 
@@ -218,7 +220,8 @@ def read_params(aws, uri: str) -> dict[str, Any]:
     {'lr': 0.05}
     """
     bucket, key = parse_s3_uri(uri)
-    body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    answer = aws.client("s3").get_object(Bucket=bucket, Key=key, ExpectedBucketOwner=aws.account)
+    body = answer["Body"].read()
     return json.loads(body)
 
 
@@ -227,6 +230,8 @@ def check_s3_uri_exists(aws, uri: str) -> None:
 
     SageMaker reads an ``S3Prefix`` channel as every object whose key starts
     with the URI's key, so that is what is checked (one ``ListObjectsV2`` call).
+    The bucket may belong to another account (shared data sets), so its owner
+    is not checked.
 
     >>> check_s3_uri_exists(aws, "s3://my-bucket/data/train/")
     """
@@ -284,8 +289,12 @@ def _local_files(root: Path) -> dict[str, Path]:
     if root.is_file():
         return {root.name: root}
     found: dict[str, Path] = {}
+    visited: set[str] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if d not in IGNORED_DIRS)
+        visited.add(os.path.realpath(folder))
+        # Symbolic links are followed, but a link back to a visited folder is not.
+        dirs[:] = sorted(d for d in dirs if d not in IGNORED_DIRS
+                         and os.path.realpath(os.path.join(folder, d)) not in visited)
         for name in files:
             path = Path(folder, name)
             if path.is_file():

@@ -1,0 +1,140 @@
+"""`%%sm_container` against `docker build` + `docker push` by hand, on the same build context.
+
+Starts its own sandbox (under a temporary SM_MAGICS_SANDBOX_HOME), builds a
+training image once, then measures in the same run, alternating ours and the
+baseline so machine noise hits both alike:
+
+(a) re-running an unchanged cell, against `docker build` + `docker push` of
+    the same context by hand with a warm cache (everything cached, every layer
+    already in the registry). Goal: ours at least 10x faster.
+(b) a code-only edit end to end (cell -> context -> build -> push), against
+    `docker build` + `docker push` by hand of a context with another code-only
+    edit. Goal: ours at most 1.2x the baseline.
+
+    .venv/bin/python bench/bench_build.py [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+CODE = """\
+import json
+import time
+
+lr = 0.05  # @param
+epochs = 3  # @param
+config = json.loads(open("config.json").read())
+for epoch in range(epochs):
+    log_metric("loss", 1.0 / (epoch + 1 + lr), step=epoch)
+(model_dir / "model.json").write_text(json.dumps({"lr": lr, **config}))
+print("edit", EDIT)
+"""
+LINE = "bench-build --file config.json --env MODE=bench --run 'python3 -c \"print(1)\"'"
+
+
+def docker(*args: str) -> None:
+    subprocess.run(["docker", *args], check=True, capture_output=True)
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from sm_magics.recipe import Recipe, prepare
+    from sm_magics.sandbox import Sandbox
+
+    home = Path(tempfile.mkdtemp(prefix="sm-magics-bench-sandbox-"))
+    work = Path(tempfile.mkdtemp(prefix="sm-magics-bench-work-"))
+    os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
+    box = Sandbox(home)
+    box.start(log=print)
+    previous = box.apply_environment()
+    os.chdir(work)
+    (work / "config.json").write_text('{"depth": 3}\n')
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "sm_magics")
+    registry = os.environ["SM_MAGICS_REGISTRY"]
+    try:
+        def ours(edit: int):
+            with contextlib.redirect_stdout(io.StringIO()):
+                return shell.run_cell_magic("sm_container", LINE, CODE.replace("EDIT", str(edit)))
+
+        first = ours(0)
+        print(f"first build: {first.uri} ({first.state})")
+        build_dir = str(first.build_dir)
+        hand_ref = f"{registry}/bench-build:by-hand"
+        docker("build", "--network", "host", "-t", hand_ref, build_dir)
+        docker("push", hand_ref)
+
+        def by_hand(context_dir: str, ref: str) -> None:
+            docker("build", "--network", "host", "-t", ref, context_dir)
+            docker("push", ref)
+
+        unchanged_ours, unchanged_hand, edit_ours, edit_hand = [], [], [], []
+        edit = 0
+        for _ in range(args.runs):
+            unchanged_ours.append(timed(lambda: ours(0)))
+            assert not ours(0).built
+            unchanged_hand.append(timed(lambda: by_hand(build_dir, hand_ref)))
+
+            edit += 1
+            image = None
+
+            def ours_edit(number: int = edit) -> None:
+                nonlocal image
+                image = ours(number)
+
+            edit_ours.append(timed(ours_edit))
+            assert image is not None and image.built
+            edit += 1
+            context = prepare(Recipe(
+                name="bench-build", body=CODE.replace("EDIT", str(edit)), base=os.environ["SM_MAGICS_BASE"],
+                files=("config.json",), env=("MODE=bench",), run=('python3 -c "print(1)"',),
+                cwd=work,
+            ))
+            context_dir = str(context.write(work))
+            edit_hand.append(timed(lambda d=context_dir, e=edit: by_hand(
+                d, f"{registry}/bench-build:hand-{e}")))
+
+        def median_ms(values: list[float]) -> float:
+            return statistics.median(values) * 1000
+
+        a_ours, a_hand = median_ms(unchanged_ours), median_ms(unchanged_hand)
+        b_ours, b_hand = median_ms(edit_ours), median_ms(edit_hand)
+        print(f"runs: {args.runs} (medians)")
+        print(f"(a) unchanged re-run: ours {a_ours:.1f} ms, docker build+push by hand "
+              f"{a_hand:.1f} ms -> ours is {a_hand / a_ours:.1f}x faster (goal >= 10x)")
+        print(f"(b) code-only edit:   ours {b_ours:.1f} ms, docker build+push by hand "
+              f"{b_hand:.1f} ms -> ratio ours/hand {b_ours / b_hand:.2f} (goal <= 1.2)")
+    finally:
+        shell.run_line_magic("unload_ext", "sm_magics")
+        import docker as docker_sdk
+
+        client = docker_sdk.from_env()
+        for image in client.images.list(name=f"{registry}/bench-build"):
+            for tag in image.tags:
+                client.images.remove(tag)
+        box.restore_environment(previous)
+        box.stop()
+
+
+if __name__ == "__main__":
+    main()

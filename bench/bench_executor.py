@@ -1,0 +1,133 @@
+"""Overhead of the sandbox's training-job executor against a plain ``docker run``.
+
+Starts its own sandbox under a temporary home, pushes a trivial training image
+(``train`` prints a line and writes a one-byte model) to the sandbox registry,
+then times, in the same run:
+
+* baseline: ``containers.run(image, ["train"], network_mode="host", remove=True)``
+  with the docker SDK, the image already on the engine;
+* executor: ``CreateTrainingJob`` until ``DescribeTrainingJob`` says
+  ``Completed`` (polled every 50 ms), which includes the registry pull check,
+  the ``/opt/ml`` layout, the log shipping and the ``model.tar.gz`` upload.
+
+Prints the medians, their ratio and where the executor's time goes (median
+time per secondary status)::
+
+    python bench/bench_executor.py --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+TRAIN = "#!/bin/sh\nmkdir -p /opt/ml/model\necho trained\nprintf x > /opt/ml/model/model.bin\n"
+
+
+def build_and_push(client, uri: str) -> None:
+    dockerfile = (b"FROM sm-magics/sandbox-base:bookworm\nCOPY train /usr/local/bin/train\n")
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for name, data in (("Dockerfile", dockerfile), ("train", TRAIN.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            archive.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=uri, network_mode="host",
+                        rm=True)
+    for line in client.images.push(uri, stream=True, decode=True):
+        if "error" in line:
+            raise RuntimeError(line["error"])
+
+
+def docker_run(client, uri: str) -> float:
+    started = time.perf_counter()
+    client.containers.run(uri, ["train"], network_mode="host", remove=True)
+    return time.perf_counter() - started
+
+
+def executor_job(sagemaker, uri: str, role: str) -> tuple[float, dict]:
+    name = f"bench-{uuid.uuid4().hex[:12]}"
+    started = time.perf_counter()
+    sagemaker.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": uri, "TrainingInputMode": "File"},
+        RoleArn=role,
+        OutputDataConfig={"S3OutputPath": "s3://bench/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    )
+    while True:
+        described = sagemaker.describe_training_job(TrainingJobName=name)
+        if described["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    if described["TrainingJobStatus"] != "Completed":
+        raise RuntimeError(f"{name}: {described['TrainingJobStatus']} "
+                           f"{described.get('FailureReason', '')}")
+    return elapsed, described
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+
+    import boto3
+    import docker
+
+    from sm_magics.sandbox import Sandbox
+
+    with tempfile.TemporaryDirectory(prefix="sm-magics-bench-") as home:
+        os.environ["SM_MAGICS_SANDBOX_HOME"] = home
+        box = Sandbox(Path(home))
+        box.start()
+        try:
+            env = box.environment()
+            session = boto3.session.Session(
+                aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
+            sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
+            session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+            client = docker.from_env()
+            uri = f"{env['SM_MAGICS_REGISTRY']}/bench-trivial:{uuid.uuid4().hex[:8]}"
+            build_and_push(client, uri)
+
+            docker_run(client, uri)  # warm-up: page cache, engine
+            executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
+            baseline, executor, phases = [], [], {}
+            for _ in range(args.runs):
+                baseline.append(docker_run(client, uri))
+                elapsed, described = executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
+                executor.append(elapsed)
+                for step in described["SecondaryStatusTransitions"]:
+                    spent = (step["EndTime"] - step["StartTime"]).total_seconds()
+                    phases.setdefault(step["Status"], []).append(spent)
+            client.images.remove(uri)
+        finally:
+            box.stop()
+
+    docker_median = statistics.median(baseline)
+    executor_median = statistics.median(executor)
+    print(f"runs: {args.runs} (medians)")
+    print(f"docker run by hand (containers.run):         {docker_median * 1000:7.0f} ms")
+    print(f"executor job (create -> Completed, polled):  {executor_median * 1000:7.0f} ms")
+    print(f"ratio executor / docker run:                 {executor_median / docker_median:7.2f}")
+    print(f"overhead per job:                            "
+          f"{(executor_median - docker_median) * 1000:7.0f} ms")
+    print("executor time per secondary status (median):")
+    for status, spent in phases.items():
+        print(f"  {status:<12} {statistics.median(spent) * 1000:7.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

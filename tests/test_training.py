@@ -1,0 +1,225 @@
+"""%sm_train and friends, end to end in the sandbox: real images, real jobs, real S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+import boto3
+import pytest
+from IPython.core.error import UsageError
+
+from sm_magics.errors import RemoteFailure
+from sm_magics.jobs import JobWatcher, TrainingRun
+from sm_magics.ui.job_panel import TextJobPanel, WidgetJobPanel
+
+pytestmark = [pytest.mark.docker, pytest.mark.sandbox]
+
+TRAIN_CELL = '''
+import json
+scale = 2  # @param
+for step in range(params["epochs"]):
+    log_metric("loss", 1.0 / (step + 1), step=step)
+print("seen:", json.dumps({k: type(v).__name__ for k, v in sorted(params.items())}))
+(model_dir / "model.json").write_text(json.dumps({"weight": scale * params["lr"]}))
+'''
+
+
+@pytest.fixture
+def trained(ip, sandbox):
+    """A shell with a parameter set and a container cell run (built and pushed)."""
+    ip.run_cell_magic("sm_params", "demo", "epochs = 3\nlr = 0.25\n")
+    ip.run_cell_magic("sm_container", "train-demo", TRAIN_CELL)
+    return ip
+
+
+def model_json(uri: str) -> dict:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        return json.load(tar.extractfile("model.json"))
+
+
+def jobs_named(prefix: str) -> list[str]:
+    summaries = boto3.client("sagemaker").list_training_jobs(
+        NameContains=prefix, MaxResults=100)["TrainingJobSummaries"]
+    return [s["TrainingJobName"] for s in summaries]
+
+
+def wait_until(check, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_job_started_from_a_cell_completes_with_model_metrics_and_typed_params(trained):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --hp lr=0.5 --wait")
+
+    assert run.status == "Completed"
+    assert model_json(run.model_data) == {"weight": 1.0}
+    assert [(p.name, p.step, p.value) for p in run.metrics] == [
+        ("loss", 0, 1.0), ("loss", 1, 0.5), ("loss", 2, pytest.approx(1 / 3))]
+    assert run.params == {"epochs": 3, "lr": 0.5, "scale": 2}
+    assert 'seen: {"epochs": "int", "lr": "float", "scale": "int"}' in run.logs()
+    described = run.describe()
+    assert described["AlgorithmSpecification"]["MetricDefinitions"][0]["Name"] == "loss"
+    assert described["FinalMetricDataList"][0]["Value"] == pytest.approx(1 / 3)
+    assert [t["Status"] for t in described["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    params_uri = next(c for c in described["InputDataConfig"] if c["ChannelName"] == "params")[
+        "DataSource"]["S3DataSource"]["S3Uri"]
+    bucket, key = params_uri.removeprefix("s3://").split("/", 1)
+    stored = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert stored == {"epochs": 3, "lr": 0.5, "scale": 2}
+
+
+def test_a_failing_job_fails_the_cell_with_its_cause(ip, sandbox):
+    ip.run_cell_magic("sm_container", "train-fails",
+                      'raise ValueError("the data has no rows")\n')
+    with pytest.raises(RemoteFailure) as err:
+        ip.run_line_magic("sm_train", "train-fails --wait")
+    rendered = "\n".join(err.value._render_traceback_())
+    assert "failed" in err.value.what
+    assert "ValueError: the data has no rows" in rendered
+    assert "Traceback" not in rendered.splitlines()[0]
+
+
+def test_sm_stop_stops_a_running_job(ip, sandbox, capsys):
+    ip.run_cell_magic("sm_container", "train-sleeps",
+                      'import time\nprint("sleeping", flush=True)\ntime.sleep(600)\n')
+    run = ip.run_line_magic("sm_train", "train-sleeps")
+    assert wait_until(lambda: run.describe()["SecondaryStatus"] == "Training")
+    ip.run_line_magic("sm_stop", run.name)
+    assert f"Stopping {run.name}" in capsys.readouterr().out
+    assert run.watcher.wait(120)
+    assert run.status == "Stopped"
+    with pytest.raises(RemoteFailure, match="was stopped"):
+        run.raise_for_status()
+
+
+def test_attach_in_a_new_session_shows_the_finished_job(trained, capsys):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    trained.run_line_magic("unload_ext", "sm_magics")
+    trained.run_line_magic("load_ext", "sm_magics")
+    capsys.readouterr()
+    attached = trained.run_line_magic("sm_attach", f"{run.name} --wait")
+    assert attached.status == "Completed"
+    assert attached.model_data == run.model_data
+    assert attached.params == {"epochs": 3, "lr": 0.25, "scale": 2}
+    out = capsys.readouterr().out
+    assert f"Training job {run.name}: Completed" in out
+    assert f"model: {run.model_data}" in out
+
+
+def test_sm_jobs_lists_recent_jobs_with_status_image_and_params_hash(trained):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    table = trained.run_line_magic("sm_jobs", "--name train-demo --limit 5")
+    row = next(r for r in table if r["job"] == run.name)
+    assert row["status"] == "Completed"
+    assert row["image"] == run.image.uri.rsplit("/", 1)[-1]
+    assert len(row["params"]) == 12
+    assert run.name in repr(table)
+
+
+def test_sm_logs_prints_the_tail_of_the_log(trained, capsys):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    capsys.readouterr()
+    trained.run_line_magic("sm_logs", f"{run.name} --tail 1")
+    assert capsys.readouterr().out.strip() == (
+        'seen: {"epochs": "int", "lr": "float", "scale": "int"}')
+
+
+def test_changing_a_parameter_shows_what_changed(trained, capsys):
+    trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    capsys.readouterr()
+    trained.run_line_magic("sm_train", "train-demo --params demo --hp lr=0.75 --wait")
+    out = capsys.readouterr().out
+    diff_line = next(line for line in out.splitlines() if line.startswith("lr"))
+    assert "0.25" in diff_line and "0.75" in diff_line
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("nothing-built", "%sm_train: there is no container 'nothing-built' in this session"),
+        ("train-demo --params nope", "--params: no parameter set called nope"),
+        ("train-demo --hp =3", "--hp =3: write KEY=VALUE"),
+        ("train-demo --input data", "--input data: write CHANNEL=PATH or CHANNEL=s3://"),
+        ("train-demo --input train=no/such/dir", "--input train=no/such/dir: there is no file"),
+        ("train-demo --input params=.", "the channel name 'params' carries the parameters"),
+        ("train-demo --max-run forever", "--max-run: 'forever' is not a duration"),
+        ("train-demo --max-wait 2h", "--max-wait applies to spot training only: add --spot."),
+        ("train-demo --spot --max-run 2h --max-wait 1h", "--max-wait (3600s) must be at least"),
+        ("train-demo --keep-alive 2h", "--keep-alive: a warm pool is kept at most 1 hour"),
+        ("train-demo --instance-type m5.large", "%sm_train --instance-type: 'm5.large'"),
+        ("train-demo --instance-count 0", "--instance-count: give 1 or more instances."),
+        ("train-demo --job-name bad_name", "--job-name: 'bad_name' is not a valid training-job name"),
+        ("train-demo --metric 'acc=acc: [0-9.]+'", "--metric acc=acc: [0-9.]+: the regex"),
+        ("train-demo --env 1X=2", "--env 1X=2: write NAME=VALUE"),
+        ("train-demo --output bucket/x", "--output: 'bucket/x' is not an S3 URI"),
+        ("train-demo --bogus", "%sm_train: unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_train_lines_are_usage_errors_and_create_nothing(trained, line, message):
+    s3 = boto3.client("s3")
+    objects_before = sum(b["Name"] is not None for b in s3.list_buckets()["Buckets"])
+    jobs_before = jobs_named("train-demo")
+    with pytest.raises(UsageError) as err:
+        trained.run_line_magic("sm_train", line)
+    assert type(err.value) is UsageError
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert jobs_named("train-demo") == jobs_before
+    assert sum(b["Name"] is not None for b in s3.list_buckets()["Buckets"]) == objects_before
+
+
+def test_the_widget_panel_ends_with_status_model_uri_chart_and_summary(trained):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj._repr_mimebundle_())
+
+    panel = WidgetJobPanel(run.name, display=lambda widget, display_id: Handle(),
+                           on_stop=run.stop)
+    watcher = JobWatcher(run.aws, run.name, interval=0.2)
+    watcher.subscribe(panel.update)
+    watcher.start()
+    assert watcher.wait(60)
+
+    assert "Completed" in panel.header.value
+    assert run.model_data in panel.result.value
+    assert "data-metric='loss'" in panel.chart.value
+    assert panel.chart.value.count(",") >= 3
+    for phase in ("Starting", "Downloading", "Training", "Uploading", "Completed"):
+        assert f"data-phase='{phase}'" in panel.phases.value
+    assert panel.stop_button.disabled
+    assert shown and run.model_data in shown[-1]["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in shown[-1]
+    assert f"Training job {run.name}: Completed" in shown[-1]["text/plain"]
+
+
+def test_the_text_panel_prints_phases_log_lines_and_the_summary(trained):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    lines = []
+    watcher = JobWatcher(run.aws, run.name, interval=0.2)
+    watcher.subscribe(TextJobPanel(write=lines.append).update)
+    watcher.start()
+    assert watcher.wait(60)
+    assert lines[-1].startswith(f"Training job {run.name}: Completed")
+    assert "  | #metric loss=1.0 step=0" in lines
+    assert sum(line.startswith("  | ") for line in lines) == 4
+
+
+def test_a_run_object_reads_well(trained):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    assert repr(run).startswith(f"TrainingRun('{run.name}', status='Completed', model_data=")
+    html = run._repr_html_()
+    assert "sm-model-uri" in html and run.model_data in html
+    assert TrainingRun.attach(run.aws, run.name).status == "Completed"
