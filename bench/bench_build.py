@@ -45,10 +45,11 @@ def docker(*args: str) -> None:
     subprocess.run(["docker", *args], check=True, capture_output=True)
 
 
-def timed(action) -> float:
+def timed(action, *args):
+    """(seconds, result) of ``action(*args)``."""
     start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
+    result = action(*args)
+    return time.perf_counter() - start, result
 
 
 def main() -> None:
@@ -75,7 +76,8 @@ def main() -> None:
     try:
         def ours(edit: int):
             with contextlib.redirect_stdout(io.StringIO()):
-                return shell.run_cell_magic("sm_container", LINE, CODE.replace("EDIT", str(edit)))
+                return shell.run_cell_magic("sm_container", LINE,
+                                            CODE.replace("EDIT", str(edit)))
 
         first = ours(0)
         print(f"first build: {first.uri} ({first.state})")
@@ -91,28 +93,23 @@ def main() -> None:
         unchanged_ours, unchanged_hand, edit_ours, edit_hand = [], [], [], []
         edit = 0
         for _ in range(args.runs):
-            unchanged_ours.append(timed(lambda: ours(0)))
-            assert not ours(0).built
-            unchanged_hand.append(timed(lambda: by_hand(build_dir, hand_ref)))
+            seconds, image = timed(ours, 0)
+            assert not image.built
+            unchanged_ours.append(seconds)
+            unchanged_hand.append(timed(by_hand, build_dir, hand_ref)[0])
 
             edit += 1
-            image = None
-
-            def ours_edit(number: int = edit) -> None:
-                nonlocal image
-                image = ours(number)
-
-            edit_ours.append(timed(ours_edit))
-            assert image is not None and image.built
+            seconds, image = timed(ours, edit)
+            assert image.built
+            edit_ours.append(seconds)
             edit += 1
             context = prepare(Recipe(
-                name="bench-build", body=CODE.replace("EDIT", str(edit)), base=os.environ["SM_MAGICS_BASE"],
-                files=("config.json",), env=("MODE=bench",), run=('python3 -c "print(1)"',),
-                cwd=work,
+                name="bench-build", body=CODE.replace("EDIT", str(edit)),
+                base=os.environ["SM_MAGICS_BASE"], files=("config.json",), env=("MODE=bench",),
+                run=('python3 -c "print(1)"',), cwd=work,
             ))
             context_dir = str(context.write(work))
-            edit_hand.append(timed(lambda d=context_dir, e=edit: by_hand(
-                d, f"{registry}/bench-build:hand-{e}")))
+            edit_hand.append(timed(by_hand, context_dir, f"{registry}/bench-build:hand-{edit}")[0])
 
         def median_ms(values: list[float]) -> float:
             return statistics.median(values) * 1000

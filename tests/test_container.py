@@ -130,12 +130,17 @@ def build(tmp_path, name: str, body: str, **options) -> tuple[ContainerImage, Re
 # ---------------------------------------------------------------- building
 
 
-def test_a_cell_builds_pushes_and_runs_train_under_the_sagemaker_layout(sandbox, ip, tmp_path):
+def test_a_cell_builds_pushes_and_runs_train_under_the_sagemaker_layout(sandbox, ip, tmp_path,
+                                                                      capsys):
     (tmp_path / "greeting.txt").write_text("hello from a --file\n")
     image = ip.run_cell_magic(
         "sm_container", "it-runs -o image --file greeting.txt --env MODE=sandbox",
         TRAINING_CODE,
     )
+    shown = capsys.readouterr().out
+    for expected in ("[1/4] Prepare", "[3/4] Build", "Step 1/", "[4/4] Push", ": Pushed",
+                     f"Done: {image.uri} (built and pushed)", f"digest {image.digest}"):
+        assert expected in shown
 
     assert image is ip.user_ns["image"]
     assert image.built and image.pushed
@@ -189,14 +194,18 @@ def test_an_unchanged_cell_builds_and_pushes_nothing(sandbox, tmp_path):
     assert local_image_ids("it-unchanged") == images_before
 
 
-def test_editing_only_a_param_value_builds_nothing(sandbox, ip):
+def test_editing_only_a_param_value_builds_nothing(sandbox, ip, capsys):
     first = ip.run_cell_magic("sm_container", "it-param", "lr = 0.05  # @param\nprint(lr)\n")
+    capsys.readouterr()
     edited = ip.run_cell_magic("sm_container", "it-param", "lr = 0.9  # @param\nprint(lr)\n")
+    shown = capsys.readouterr().out
 
     assert edited.built is False
     assert (edited.tag, edited.digest) == (first.tag, first.digest)
     assert edited.param_defaults == {"lr": 0.9}
     assert registry_tags("it-param") == [first.tag]
+    assert "[2/4] Look up" in shown and "[3/4] Build" not in shown
+    assert f"Done: {first.uri} (unchanged, already in the registry)" in shown
 
 
 def test_editing_code_rebuilds_and_pushes_only_the_changed_layer(sandbox, tmp_path):
@@ -320,3 +329,51 @@ def test_a_token_that_arrives_already_expired_is_used_briefly_then_fetched_again
     assert now < stale.renew_at <= now + 120
     assert fresh.renew_at == now + 12 * 3600 - 300
     assert (stale.username, stale.password) == ("AWS", "pw")
+
+
+# ---------------------------------------------------------------- display
+
+
+def test_the_widget_panel_highlights_the_stage_and_shows_the_tail_layers_and_result(tmp_path):
+    from sm_magics.ui import WidgetBuildPanel
+
+    panel = WidgetBuildPanel("fraud")
+    panel.stage("Prepare")
+    panel.stage("Look up")
+    panel.stage("Build", "127.0.0.1:5000/fraud:ab12")
+    panel.step("Step 5/6 : COPY train.py /opt/program/train.py")
+    for number in range(30):
+        panel.log(f"build line {number}")
+    panel.stage("Push")
+    panel.layer("aaa111", "Pushing", 512, 2048)
+    panel.layer("bbb222", "Layer already exists", None, None)
+    assert "✓ Build" in panel.stages.value and "▶ Push" in panel.stages.value
+    assert "build line 29" in panel.log_tail.value and "build line 10" not in panel.log_tail.value
+
+    image = ContainerImage("fraud", "127.0.0.1:5000/fraud:ab12", "ab12", "sha256:" + "0" * 64,
+                           tmp_path, True, {"lr": 0.05})
+    panel.finished(image)
+    assert "<progress value='512' max='2048'>" in panel.layers.value
+    assert "Layer already exists" in panel.layers.value
+    assert "✓ Push" in panel.stages.value
+    assert image.uri in panel.result.value and image.digest in panel.result.value
+
+
+def test_a_failed_build_marks_its_stage_in_the_widget_panel():
+    from sm_magics.ui import WidgetBuildPanel
+
+    panel = WidgetBuildPanel("fraud")
+    panel.stage("Build")
+    panel.failed(RemoteFailure("Build of fraud failed at step 3/6: RUN false"))
+    assert "✗ Build" in panel.stages.value
+    assert "failed at step 3/6" in panel.result.value
+
+
+def test_a_container_image_reads_well_as_text_and_html(tmp_path):
+    image = ContainerImage("fraud", "127.0.0.1:5000/fraud:ab12", "ab12", "sha256:" + "1" * 64,
+                           tmp_path, False, {"lr": 0.05})
+    assert repr(image) == ("ContainerImage fraud  127.0.0.1:5000/fraud:ab12 "
+                           "(unchanged, already in the registry)")
+    html = image._repr_html_()
+    assert "127.0.0.1:5000/fraud:ab12" in html and "sha256:" + "1" * 64 in html
+    assert "lr=0.05" in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -40,13 +41,36 @@ def test_notebooks_are_committed_without_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, path.name
 
 
-def test_quickstart_runs_top_to_bottom_in_the_sandbox(tmp_path):
+def widget_values(notebook) -> list[str]:
+    """The string values of every widget in the notebook's saved widget state."""
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    return [m["state"]["value"] for m in state.values()
+            if isinstance(m["state"].get("value"), str)]
+
+
+def test_quickstart_trains_a_model_and_brings_it_back(tmp_path):
     notebook = execute("quickstart.ipynb", tmp_path)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = {c.source.splitlines()[0]: text_of(c) for c in code}
     assert "api       running  http://127.0.0.1:" in outputs["%sm_sandbox start"]
     assert "sandbox (AWS_ENDPOINT_URL)" in outputs["%sm_config"]
-    assert "hello from the sandbox" in outputs["import boto3"]
-    assert "account: 123456789012" in outputs["import boto3"]
+    assert "built and pushed" in outputs[next(k for k in outputs if k.startswith("%%sm_container"))]
+
+    summary = outputs["job = %sm_train digits --params digits --wait"]
+    assert ": Completed (Completed)" in summary
+    model_uri = re.search(r"model: (s3://\S+/model\.tar\.gz)", summary).group(1)
+    accuracy = float(re.search(r"held-out accuracy of the trained model: ([0-9.]+)",
+                               outputs["import io"]).group(1))
+    assert accuracy > 0.9
+    steps = re.findall(r"test_accuracy\s+(\d)\s+([0-9.]+)", outputs["job.metrics"])
+    assert [s for s, _ in steps] == ["0", "1", "2", "3"]
+
+    values = widget_values(notebook)
+    header = next(v for v in values if "sm-job-header" in v)
+    assert "Completed" in header
+    assert any(model_uri in v and "sm-model-uri" in v for v in values)
+    chart = next(v for v in values if "class='sm-chart'" in v)
+    assert chart.count("data-metric='test_accuracy'") == 1
+    assert len(re.search(r"points='([^']*)'", chart).group(1).split()) == 4
     assert "api       stopped" in outputs["%sm_sandbox stop"]
     assert not (tmp_path / "sandbox-home" / "state.json").exists()

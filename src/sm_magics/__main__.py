@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -85,7 +86,9 @@ def run_notebook(path: Path, output: Path, timeout: int = 1800,
     )
     status = 0
     try:
-        client.execute(env=env)
+        # the kernel learns the notebook's path, which jobs carry as a tag
+        client.execute(env={**(os.environ if env is None else env),
+                            "JPY_SESSION_NAME": str(path.resolve())})
     except CellExecutionError as exc:
         print(f"error: a cell of {path} failed:\n{exc}", file=sys.stderr)
         status = 1

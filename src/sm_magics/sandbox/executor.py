@@ -32,7 +32,7 @@ gateway restarts; a job that was still running then is marked ``Failed``.
 Example (inside the gateway process)::
 
     >>> executor = TrainingJobExecutor("http://127.0.0.1:4599", Path("~/.sm_magics/sandbox"))
-    >>> app = Gateway(moto_app, handlers=executor.wsgi_handlers())
+    >>> app = Gateway(moto_app, handlers=executor.wsgi_handlers(moto_app))
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import io
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -56,7 +58,8 @@ from ..contract import ContainerRun, OptMl, download_channel, ensure_image, pack
 
 __all__ = ["ApiError", "TrainingJobExecutor", "validate_request"]
 
-OPERATIONS = ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob", "ListTrainingJobs")
+OPERATIONS = ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob", "ListTrainingJobs",
+              "AddTags", "ListTags", "DeleteTags")
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 HOME_LABEL = "sm-magics.sandbox-home"
@@ -65,6 +68,8 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 _JSON = "application/x-amz-json-1.1"
 _FLUSH_SECONDS = 1.0
 _LOG_BATCH = 1000
+_EVENT_LIMIT = 200_000  # characters; CloudWatch Logs takes events up to 256 KB
+_log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -220,7 +225,10 @@ class _LogShipper:
 
     def _loop(self) -> None:
         while not self.done.wait(_FLUSH_SECONDS):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the next flush tries again with what came since
+                _log.exception("Could not ship the output of training job %s", self.job.name)
 
     def close(self) -> None:
         self.done.set()
@@ -238,7 +246,7 @@ class _LogShipper:
                      for name, (value, at) in job.last_metrics.items()]
             if final:
                 job.record["FinalMetricDataList"] = final
-        events = [{"timestamp": at, "message": line} for at, line in lines if line]
+        events = [{"timestamp": at, "message": line[:_EVENT_LIMIT]} for at, line in lines if line]
         for start in range(0, len(events), _LOG_BATCH):
             self.executor.logs.put_log_events(
                 logGroupName=LOG_GROUP, logStreamName=self.stream,
@@ -253,6 +261,10 @@ class _LogShipper:
 
 class _JobFailed(Exception):
     """A step of a job failed; the message is its ``FailureReason``."""
+
+
+class _NotATrainingJob(Exception):
+    """The request names another kind of resource: moto answers it."""
 
 
 # ------------------------------------------------------------------ the executor
@@ -398,6 +410,9 @@ class TrainingJobExecutor:
             "DescribeTrainingJob": self.describe_training_job,
             "StopTrainingJob": self.stop_training_job,
             "ListTrainingJobs": self.list_training_jobs,
+            "AddTags": self.add_tags,
+            "ListTags": self.list_tags,
+            "DeleteTags": self.delete_tags,
         }[operation](request)
 
     def create_training_job(self, request: dict) -> dict:
@@ -536,9 +551,50 @@ class TrainingJobExecutor:
         limit = request.get("MaxResults", 10)
         answer: dict[str, Any] = {"TrainingJobSummaries": rows[offset:offset + limit]}
         if offset + limit < len(rows):
-            answer["NextToken"] = base64.urlsafe_b64encode(
-                json.dumps({"offset": offset + limit}).encode()).decode()
+            answer["NextToken"] = _encode_token(offset + limit)
         return answer
+
+    def _tagged(self, arn: str) -> _Job:
+        if ":training-job/" not in arn:
+            raise _NotATrainingJob(arn)
+        with self._lock:
+            job = next((j for j in self._jobs.values() if j.record["TrainingJobArn"] == arn), None)
+        if job is None:
+            raise ApiError("ValidationException", "Requested resource not found.")
+        return job
+
+    def add_tags(self, request: dict) -> dict:
+        """Add or replace tags of a training job (``AddTags``)."""
+        job = self._tagged(request["ResourceArn"])
+        with job.lock:
+            tags = {t["Key"]: t["Value"] for t in job.record.get("Tags", [])}
+            tags.update({t["Key"]: t.get("Value", "") for t in request["Tags"]})
+            if len(tags) > 50:
+                raise ApiError("ValidationException", "A resource can have at most 50 tags.")
+            job.record["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+        self._save(job)
+        return {"Tags": request["Tags"]}
+
+    def list_tags(self, request: dict) -> dict:
+        """The tags of a training job (``ListTags``), paged."""
+        job = self._tagged(request["ResourceArn"])
+        with job.lock:
+            tags = list(job.record.get("Tags", []))
+        offset = _decode_token(request.get("NextToken"))
+        limit = request.get("MaxResults", 50)
+        answer: dict[str, Any] = {"Tags": tags[offset:offset + limit]}
+        if offset + limit < len(tags):
+            answer["NextToken"] = _encode_token(offset + limit)
+        return answer
+
+    def delete_tags(self, request: dict) -> dict:
+        """Remove tags of a training job by key (``DeleteTags``)."""
+        job = self._tagged(request["ResourceArn"])
+        with job.lock:
+            job.record["Tags"] = [t for t in job.record.get("Tags", [])
+                                  if t["Key"] not in request["TagKeys"]]
+        self._save(job)
+        return {}
 
     # -------------------------------------------------------------- running a job
 
@@ -737,11 +793,16 @@ class TrainingJobExecutor:
 
     # -------------------------------------------------------------- WSGI
 
-    def wsgi_handlers(self) -> dict[str, Callable]:
-        """``{"SageMaker.<Operation>": wsgi_app}`` for the gateway."""
-        return {f"SageMaker.{operation}": self._wsgi(operation) for operation in OPERATIONS}
+    def wsgi_handlers(self, fallback: Callable) -> dict[str, Callable]:
+        """``{"SageMaker.<Operation>": wsgi_app}`` for the gateway.
 
-    def _wsgi(self, operation: str) -> Callable:
+        Tag requests for resources other than training jobs go to ``fallback``
+        (moto's application) unchanged.
+        """
+        return {f"SageMaker.{operation}": self._wsgi(operation, fallback)
+                for operation in OPERATIONS}
+
+    def _wsgi(self, operation: str, fallback: Callable) -> Callable:
         def app(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
@@ -752,6 +813,9 @@ class TrainingJobExecutor:
                     raise ApiError("SerializationException",
                                    "The request body is not valid JSON.") from None
                 status, answer = "200 OK", self.handle(operation, request)
+            except _NotATrainingJob:
+                environ["wsgi.input"] = io.BytesIO(body)
+                return fallback(environ, start_response)
             except ApiError as exc:
                 status = f"{exc.status} {'Bad Request' if exc.status == 400 else 'Error'}"
                 answer = {"__type": exc.code, "message": exc.message}
@@ -792,6 +856,10 @@ def _epoch(value: Any) -> float:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise ApiError("ValidationException", f"{value!r} is not a timestamp.") from None
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
 
 
 def _decode_token(token: str | None) -> int:

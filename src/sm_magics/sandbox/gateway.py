@@ -48,7 +48,7 @@ def build_app(executor: TrainingJobExecutor | None = None) -> Gateway:
     from moto.server import DomainDispatcherApplication, create_backend_app
 
     moto_app = DomainDispatcherApplication(create_backend_app)
-    return Gateway(moto_app, executor.wsgi_handlers() if executor else None)
+    return Gateway(moto_app, executor.wsgi_handlers(moto_app) if executor else None)
 
 
 SEED_ROLE = "SageMakerExecutionRole"
