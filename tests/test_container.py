@@ -359,6 +359,32 @@ def test_the_widget_panel_highlights_the_stage_and_shows_the_tail_layers_and_res
     assert image.uri in panel.result.value and image.digest in panel.result.value
 
 
+def test_in_a_notebook_the_panel_is_a_widget_whose_saved_state_ends_with_the_image(
+        sandbox, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext sm_magics"),
+        nbformat.v4.new_code_cell("%%sm_container it-notebook -o image\nprint('from a kernel')\n"),
+        nbformat.v4.new_code_cell("print(image.uri, image.digest)"),
+    ]
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    build_cell = notebook.cells[1]
+    kinds = [out["output_type"] for out in build_cell.outputs]
+    assert kinds == ["display_data", "execute_result"]
+    assert "application/vnd.jupyter.widget-view+json" in build_cell.outputs[0]["data"]
+    uri, digest = notebook.cells[2].outputs[0]["text"].split()
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    values = [m["state"].get("value", "") for m in state.values()]
+    assert any(uri in v and digest in v for v in values)
+    assert any("✓ Push" in v for v in values)
+    assert registry_digest("it-notebook", uri.rsplit(":", 1)[1]) == digest
+
+
 def test_a_failed_build_marks_its_stage_in_the_widget_panel():
     from sm_magics.ui import WidgetBuildPanel
 

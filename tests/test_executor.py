@@ -53,7 +53,7 @@ def job_name(prefix: str = "job") -> str:
 
 
 def create_job(clients, image, name=None, *, channels=(), metrics=(), max_runtime=3600,
-               **hyperparameters) -> str:
+               tags=None, **hyperparameters) -> str:
     name = name or job_name()
     inputs = [{
         "ChannelName": channel,
@@ -62,6 +62,7 @@ def create_job(clients, image, name=None, *, channels=(), metrics=(), max_runtim
     } for channel, uri in channels]
     clients["sagemaker"].create_training_job(
         **({"InputDataConfig": inputs} if inputs else {}),
+        **({"Tags": tags} if tags else {}),
         TrainingJobName=name,
         AlgorithmSpecification={
             "TrainingImage": image, "TrainingInputMode": "File",
@@ -275,6 +276,27 @@ def test_two_jobs_at_once_both_complete(clients, image):
         assert "epoch=2 loss=0.3333 accuracy=0.70" in log_messages(clients, name)
 
 
+def test_a_job_waiting_for_a_free_worker_stops_at_once(clients, image):
+    sagemaker = clients["sagemaker"]
+    busy = [create_job(clients, image, mode="sleep", seconds=3600) for _ in range(2)]
+    for name in busy:
+        wait_for_log(clients, name, "starting in mode sleep")
+    waiting = create_job(clients, image, mode="ok")
+
+    sagemaker.stop_training_job(TrainingJobName=waiting)
+    described = sagemaker.describe_training_job(TrainingJobName=waiting)
+    for name in busy:
+        sagemaker.stop_training_job(TrainingJobName=name)
+
+    assert described["TrainingJobStatus"] == "Stopped"
+    assert [t["Status"] for t in described["SecondaryStatusTransitions"]] == [
+        "Starting", "Stopping", "Stopped"]
+    assert "TrainingStartTime" not in described
+    assert [wait_for(clients, name)["TrainingJobStatus"] for name in busy] == [
+        "Stopped", "Stopped"]
+    assert wait_for(clients, waiting)["SecondaryStatus"] == "Stopped"
+
+
 def test_a_missing_image_fails_the_job_with_a_reason(clients):
     missing = f"{os.environ['SM_MAGICS_REGISTRY']}/no-such-image:1"
 
@@ -368,6 +390,28 @@ def test_list_training_jobs_filters_sorts_and_pages(clients, completed, image):
     assert len(after["TrainingJobSummaries"]) == 3
     before = sagemaker.list_training_jobs(NameContains=prefix, CreationTimeBefore=an_hour_before)
     assert before["TrainingJobSummaries"] == []
+
+
+def test_training_jobs_have_tags_and_other_resources_keep_theirs(clients, image, sandbox):
+    sagemaker = clients["sagemaker"]
+    name = create_job(clients, image, mode="ok", tags=[{"Key": "params", "Value": "sha-1"}])
+    arn = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobArn"]
+
+    assert sagemaker.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "params", "Value": "sha-1"}]
+    sagemaker.add_tags(ResourceArn=arn, Tags=[{"Key": "notebook", "Value": "fraud.ipynb"},
+                                              {"Key": "params", "Value": "sha-2"}])
+    assert sagemaker.list_tags(ResourceArn=arn)["Tags"] == [
+        {"Key": "params", "Value": "sha-2"}, {"Key": "notebook", "Value": "fraud.ipynb"}]
+    sagemaker.delete_tags(ResourceArn=arn, TagKeys=["params"])
+    assert sagemaker.list_tags(ResourceArn=arn)["Tags"] == [
+        {"Key": "notebook", "Value": "fraud.ipynb"}]
+    wait_for(clients, name)
+
+    model_arn = sagemaker.create_model(
+        ModelName=f"model-{name}", ExecutionRoleArn=os.environ["SM_MAGICS_ROLE"],
+        PrimaryContainer={"Image": image}, Tags=[{"Key": "owner", "Value": "moto"}])["ModelArn"]
+    assert sagemaker.list_tags(ResourceArn=model_arn)["Tags"] == [
+        {"Key": "owner", "Value": "moto"}]
 
 
 def test_job_records_outlive_the_executor_and_a_running_job_is_marked_failed(sandbox, tmp_path):

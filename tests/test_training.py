@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import time
 
@@ -223,3 +224,20 @@ def test_a_run_object_reads_well(trained):
     html = run._repr_html_()
     assert "sm-model-uri" in html and run.model_data in html
     assert TrainingRun.attach(run.aws, run.name).status == "Completed"
+
+
+def test_local_inputs_are_synced_with_progress_and_seen_by_the_job(ip, sandbox, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "small.csv").write_text("a,b\n1,2\n")
+    (data / "big.bin").write_bytes(os.urandom(21 * 1000 * 1000))
+    ip.run_cell_magic("sm_container", "train-inputs", (
+        'for path in sorted(channels["train"].rglob("*")):\n'
+        '    print("file:", path.name, path.stat().st_size)\n'))
+    run = ip.run_line_magic("sm_train", f"train-inputs --input train={data} --wait")
+    out = capsys.readouterr().out
+    assert "uploading --input train: 21 of 21 MB (100%)" in out
+    logs = run.logs()
+    assert "file: big.bin 21000000" in logs and "file: small.csv 8" in logs
+    channel = next(c for c in run.describe()["InputDataConfig"] if c["ChannelName"] == "train")
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith("/train-inputs/inputs/train/")

@@ -404,7 +404,12 @@ class SageMakerMagics(Magics, Configurable):
         previous = self._last_params.get(job.container)
         if previous is not None and previous != job.params:
             print(repr(params_mod.diff_table(previous, job.params)))
-        training.start(aws, job)
+        from IPython.display import display
+
+        from .ui.progress import upload_progress
+
+        training.start(aws, job, progress=lambda channel: upload_progress(
+            f"--input {channel}", widgets=self._widgets(), display=display))
         self._last_params[job.container] = job.params
         run = TrainingRun(aws, job.name, params=job.params, image=job.image or job.image_uri)
         self.runs[job.name] = run

@@ -270,7 +270,11 @@ def create_request(job: JobPlan, params_uri: str, inputs: Mapping[str, str],
 
 
 def upload_inputs(aws, job: JobPlan, progress=None) -> tuple[str, dict[str, str], str]:
-    """Upload the parameters, sync local inputs, check S3 inputs; return their URIs."""
+    """Upload the parameters, sync local inputs, check S3 inputs; return their URIs.
+
+    ``progress(channel)`` returns the ``(bytes_done, bytes_total)`` callback of
+    one channel's upload.
+    """
     from . import s3
 
     params_uri = s3.upload_params(aws, job.container, job.params)
@@ -279,7 +283,7 @@ def upload_inputs(aws, job: JobPlan, progress=None) -> tuple[str, dict[str, str]
         s3.check_s3_uri_exists(aws, uri)
     for channel, path in job.local_inputs.items():
         target = s3.input_uri(aws, job.container, channel)
-        s3.sync_dir(aws, path, target, progress=progress)
+        s3.sync_dir(aws, path, target, progress=progress(channel) if progress else None)
         inputs[channel] = target
     bucket = s3.ensure_bucket(aws)
     output = job.output or f"s3://{bucket}/{aws.settings.prefix}/{job.container}/output"

@@ -1,7 +1,8 @@
 """The sandbox's SageMaker training jobs: the API answered here, the image really run.
 
 ``CreateTrainingJob``, ``DescribeTrainingJob``, ``StopTrainingJob`` and
-``ListTrainingJobs`` reach :class:`TrainingJobExecutor` through the gateway
+``ListTrainingJobs`` (and ``AddTags``, ``ListTags``, ``DeleteTags`` for
+training-job ARNs) reach :class:`TrainingJobExecutor` through the gateway
 (:mod:`.gateway`), with the request and response shapes of the real API
 (checked against botocore's service model). A job runs in a small pool of
 threads inside the gateway process, so it outlives the notebook kernel:
@@ -525,6 +526,8 @@ class TrainingJobExecutor:
             job.stop_reason = "request"
             job.record["TrainingJobStatus"] = "Stopping"
             self._transition(job, "Stopping", "Stopping the training job")
+            if not job.active:  # still waiting for a worker: nothing runs yet
+                self._finish(job, "Stopped", "Stopped", "Training job stopped")
             run = job.run
         if run is not None:
             run.stop()
@@ -604,9 +607,12 @@ class TrainingJobExecutor:
 
     def _execute(self, job: _Job) -> None:
         work = None
-        job.active = True
+        with job.lock:
+            if job.status in TERMINAL:  # stopped while it waited for a worker
+                return
+            job.active = True
         try:
-            if self._stop_requested(job):
+            if self._stop_requested(job):  # the sandbox is shutting down
                 return self._end_stopped(job, timed_out=False)
             self._set_message(job, "Preparing the instances for training")
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -790,6 +796,8 @@ class TrainingJobExecutor:
                              failure="InternalServerError: The sandbox stopped before the job "
                                      "could end.")
         self._remove_leftover_containers()
+        if not any(job.active for job in jobs):
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # -------------------------------------------------------------- WSGI
 
