@@ -11,7 +11,7 @@ baseline so machine noise hits both alike:
     `docker build` + `docker push` by hand of a context with another code-only
     edit. Goal: ours at most 1.2x the baseline.
 
-    .venv/bin/python bench/bench_build.py [--runs 7]
+    .venv/bin/python bench/bench_build.py [--runs 11]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def timed(action, *args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=11)
     args = parser.parse_args()
 
     from IPython.core.interactiveshell import InteractiveShell
@@ -111,16 +111,19 @@ def main() -> None:
             context_dir = str(context.write(work))
             edit_hand.append(timed(by_hand, context_dir, f"{registry}/bench-build:hand-{edit}")[0])
 
-        def median_ms(values: list[float]) -> float:
-            return statistics.median(values) * 1000
+        def ms(values: list[float]) -> tuple[float, float]:
+            return statistics.median(values) * 1000, min(values) * 1000
 
-        a_ours, a_hand = median_ms(unchanged_ours), median_ms(unchanged_hand)
-        b_ours, b_hand = median_ms(edit_ours), median_ms(edit_hand)
-        print(f"runs: {args.runs} (medians)")
-        print(f"(a) unchanged re-run: ours {a_ours:.1f} ms, docker build+push by hand "
-              f"{a_hand:.1f} ms -> ours is {a_hand / a_ours:.1f}x faster (goal >= 10x)")
-        print(f"(b) code-only edit:   ours {b_ours:.1f} ms, docker build+push by hand "
-              f"{b_hand:.1f} ms -> ratio ours/hand {b_ours / b_hand:.2f} (goal <= 1.2)")
+        (a_ours, a_ours_min), (a_hand, a_hand_min) = ms(unchanged_ours), ms(unchanged_hand)
+        (b_ours, b_ours_min), (b_hand, b_hand_min) = ms(edit_ours), ms(edit_hand)
+        print(f"runs: {args.runs}, alternating; median (min) per run")
+        print(f"(a) unchanged re-run: ours {a_ours:.1f} ({a_ours_min:.1f}) ms, docker build+push "
+              f"by hand {a_hand:.1f} ({a_hand_min:.1f}) ms -> ours is {a_hand / a_ours:.1f}x "
+              f"faster (goal >= 10x)")
+        print(f"(b) code-only edit:   ours {b_ours:.1f} ({b_ours_min:.1f}) ms, docker build+push "
+              f"by hand {b_hand:.1f} ({b_hand_min:.1f}) ms -> ratio ours/hand "
+              f"{b_ours / b_hand:.2f}, of the minimums {b_ours_min / b_hand_min:.2f} "
+              f"(goal <= 1.2)")
     finally:
         shell.run_line_magic("unload_ext", "sm_magics")
         import docker as docker_sdk

@@ -10,6 +10,7 @@ import io
 import json
 import tarfile
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.docker
 
 BASE = "sm-magics/sandbox-base:bookworm"
 IMAGE = "sm-magics-test/contract:1"
+TEST_LABEL = "sm-magics.test-run"
+RUN_ID = uuid.uuid4().hex
 
 TRAIN = r'''#!/usr/bin/env python3
 """A training program whose behaviour is chosen by the `mode` hyperparameter."""
@@ -116,8 +119,13 @@ def layout_for(tmp_path: Path, **hyperparameters: str) -> OptMl:
                         {"train": {"ContentType": "text/csv"}})
 
 
+def run_of(client, image: str, layout: OptMl, **options) -> ContainerRun:
+    return ContainerRun(client, image, layout, labels={TEST_LABEL: RUN_ID}, **options)
+
+
 def our_containers(client) -> list:
-    return client.containers.list(all=True, filters={"label": LABEL})
+    """Containers of this module's runs (other sessions may run jobs on the same engine)."""
+    return client.containers.list(all=True, filters={"label": [LABEL, f"{TEST_LABEL}={RUN_ID}"]})
 
 
 def test_layout_writes_the_contract_files(tmp_path):
@@ -165,14 +173,15 @@ def test_a_run_streams_its_output_writes_the_model_and_leaves_no_container(
     (layout.channel_dir("train") / "rows.csv").write_text("1,2\n")
     lines: list[str] = []
 
-    result = ContainerRun(client, image, layout, on_line=lines.append, job_name="job-1",
+    result = run_of(client, image, layout, on_line=lines.append, job_name="job-1",
                           environment={"EXTRA": "yes"}).run()
 
     assert result.succeeded and result.exit_code == 0 and result.failure is None
-    assert "starting in mode ok" in lines
     assert "a line on stderr" in lines
-    assert "epoch=2 loss=0.3333 accuracy=0.70" in lines
-    assert lines[-1] == "done"
+    stdout = [line for line in lines if line != "a line on stderr"]  # the streams interleave
+    assert stdout == ["starting in mode ok", "epoch=0 loss=1.0000 accuracy=0.50",
+                      "epoch=1 loss=0.5000 accuracy=0.60", "epoch=2 loss=0.3333 accuracy=0.70",
+                      "done"]
     model = json.loads((layout.model_dir / "model.json").read_text())
     assert model["files"] == {"train/rows.csv": "1,2\n"}
     assert model["env"]["TRAINING_JOB_NAME"] == "job-1"
@@ -185,7 +194,7 @@ def test_a_failing_program_reports_its_exit_code_and_failure_file(client, image,
     layout = layout_for(tmp_path, mode="raise")
     lines: list[str] = []
 
-    result = ContainerRun(client, image, layout, on_line=lines.append).run()
+    result = run_of(client, image, layout, on_line=lines.append).run()
 
     assert not result.succeeded
     assert result.exit_code == 1
@@ -197,7 +206,7 @@ def test_a_failing_program_reports_its_exit_code_and_failure_file(client, image,
 def test_stop_ends_a_sleeping_program(client, image, tmp_path):
     layout = layout_for(tmp_path, mode="sleep", seconds="600")
     started = threading.Event()
-    run = ContainerRun(client, image, layout, stop_grace=30,
+    run = run_of(client, image, layout, stop_grace=30,
                        on_line=lambda line: started.set() if "starting" in line else None)
     threading.Thread(target=lambda: started.wait(120) and run.stop(), daemon=True).start()
 
@@ -217,7 +226,7 @@ def test_a_program_that_handles_sigterm_saves_its_model_when_stopped(client, ima
         if "starting" in line:
             started.set()
 
-    run = ContainerRun(client, image, layout, on_line=on_line, stop_grace=30)
+    run = run_of(client, image, layout, on_line=on_line, stop_grace=30)
     threading.Thread(target=lambda: started.wait(120) and run.stop(), daemon=True).start()
 
     result = run.run()
@@ -230,14 +239,14 @@ def test_a_program_that_handles_sigterm_saves_its_model_when_stopped(client, ima
 def test_the_time_limit_stops_the_program_and_marks_the_result(client, image, tmp_path):
     layout = layout_for(tmp_path, mode="sleep", seconds="600")
 
-    result = ContainerRun(client, image, layout, stop_grace=1).run(timeout=1)
+    result = run_of(client, image, layout, stop_grace=1).run(timeout=1)
 
     assert result.timed_out and not result.stopped and not result.succeeded
     assert our_containers(client) == []
 
 
 def test_kill_before_the_start_runs_nothing(client, image, tmp_path):
-    run = ContainerRun(client, image, layout_for(tmp_path, mode="ok"))
+    run = run_of(client, image, layout_for(tmp_path, mode="ok"))
     run.kill()
 
     result = run.run()

@@ -141,6 +141,7 @@ def test_ipython_syntax_in_the_cell_is_explained():
     [
         ({"env": ("NOEQUALS",)}, "--env 'NOEQUALS' is not KEY=VALUE"),
         ({"env": ("1BAD=x",)}, "--env '1BAD=x' is not KEY=VALUE"),
+        ({"env": ("AWS_SECRET_ACCESS_KEY=abc",)}, "would store AWS credentials in the image"),
         ({"files": ("missing.csv",)}, "--file missing.csv does not exist"),
         ({"requirements": "nope.txt"}, "--requirements nope.txt cannot be read"),
         ({"apt": ("libgomp1; rm -rf /",)}, "is not a package name"),

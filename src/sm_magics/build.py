@@ -20,8 +20,8 @@ Example::
 
     >>> service = BuildService(resolve(), listener=TextBuildPanel("fraud"))
     >>> image = service.build(Recipe(name="fraud", body="print('hi')", base="python:3.12-slim"))
-    >>> image.uri, image.built
-    ('123456789012.dkr.ecr.us-east-1.amazonaws.com/fraud:5b0d6c2e9f1a7c33', True)
+    >>> image.uri, image.built      # built=False when this exact content was pushed before
+    ('123456789012.dkr.ecr.us-east-1.amazonaws.com/fraud:<16 hex digits>', True)
 """
 
 from __future__ import annotations
@@ -243,12 +243,15 @@ class BuildService:
                     )
                 if "aux" in event and "ID" in event["aux"]:
                     image_id = event["aux"]["ID"]
+                if event.get("progressDetail", {}).get("current") is not None:
+                    continue  # byte counts while the base image is pulled
                 text = _ANSI.sub("", event.get("stream") or event.get("status") or "")
                 for line in text.splitlines():
                     if not line.strip():
                         continue
                     if _STEP.match(line):
-                        current = line.split(" : ", 1)[0].lower() + ": " + line.split(" : ", 1)[1]
+                        number, _, instruction = line.partition(" : ")
+                        current = f"{number.lower()}: {instruction}"
                         tail.clear()
                         self.listener.step(line)
                     else:

@@ -67,8 +67,8 @@ class Token:
         """The token of one ``authorizationData`` entry of ``GetAuthorizationToken``.
 
         >>> Token.from_response({"authorizationToken": "QVdTOnB3", "proxyEndpoint": "https://x",
-        ...                      "expiresAt": datetime(2015, 1, 1)}, now=1e9).renew_at
-        1000000060.0
+        ...                      "expiresAt": datetime(2015, 1, 1)}, now=2e9).renew_at
+        2000000060.0
         """
         expires = data.get("expiresAt")
         expires_ts = expires.timestamp() if isinstance(expires, datetime) else None

@@ -47,6 +47,9 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 PHASES = ("Starting", "Downloading", "Training", "Uploading")
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _METRIC_LINE = re.compile(r"#metric (\S+?)=(\S+)(?: step=(-?\d+))?")
+_FULL_PAGE = 1000
+_LOGGING_PHASES = ("Training", "Uploading", "Completed", "Failed", "Stopped", "Stopping",
+                   "MaxRuntimeExceeded", "Interrupted")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
@@ -231,10 +234,10 @@ class LogReader:
                 events = page.get("events", [])
                 lines += [LogLine(stream, e["timestamp"] / 1000, e["message"]) for e in events]
                 new_token = page.get("nextForwardToken")
-                if not events or new_token == token:
-                    token = new_token or token
+                token = new_token or token
+                # a short page means the stream is read to its end (the rest comes next time)
+                if len(events) < _FULL_PAGE or new_token == kwargs.get("nextToken"):
                     break
-                token = new_token
             self.tokens[stream] = token
         lines.sort(key=lambda line: line.timestamp)
         return lines
@@ -319,7 +322,7 @@ class JobWatcher:
     the API throttles. Log events are read incrementally.
     """
 
-    def __init__(self, aws, name: str, *, interval: float = 2.0, max_interval: float = 20.0,
+    def __init__(self, aws, name: str, *, interval: float = 3.0, max_interval: float = 10.0,
                  tail: int = 200, local: bool = False) -> None:
         self.aws = aws
         self.name = name
@@ -338,6 +341,7 @@ class JobWatcher:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._described = False
 
     def subscribe(self, listener: Callable[[JobSnapshot], None]) -> None:
         self.listeners.append(listener)
@@ -357,14 +361,23 @@ class JobWatcher:
         """Block until the job ended; True when it did within ``timeout``."""
         return self._done.wait(timeout)
 
-    def refresh(self) -> bool:
-        """One round: describe the job and read new log lines. True when something changed."""
+    def refresh(self, describe: bool = True) -> bool:
+        """One round: describe the job (when asked) and read new log lines.
+
+        Logs are read only once the job has reached a phase that writes them.
+        Returns True when something changed.
+        """
         with self._lock:
-            self.requests += 1
-            described = self._sm.describe_training_job(TrainingJobName=self.name)
-            changed = self._apply(described)
-            self._logs.instance_count = described.get("ResourceConfig", {}).get(
-                "InstanceCount", 1)
+            changed = False
+            if describe or not self._described:
+                self.requests += 1
+                described = self._sm.describe_training_job(TrainingJobName=self.name)
+                self._described = True
+                changed = self._apply(described)
+                self._logs.instance_count = described.get("ResourceConfig", {}).get(
+                    "InstanceCount", 1)
+            if self.snapshot.secondary not in _LOGGING_PHASES:
+                return changed
             before = self._logs.requests
             lines = self._logs.poll()
             self.requests += self._logs.requests - before
@@ -411,9 +424,14 @@ class JobWatcher:
         from botocore.exceptions import ClientError, EndpointConnectionError
 
         delay = self.interval
+        quiet = True
+        rounds = 0
         while not self._stop.is_set():
+            # While log lines flow, read them every round but describe the job only
+            # every third round; when the log is quiet, describe every round.
             try:
-                changed = self.refresh()
+                changed = self.refresh(describe=quiet or rounds % 3 == 0)
+                rounds += 1
             except ClientError as exc:
                 if exc.response["Error"]["Code"] in ("ThrottlingException", "Throttling"):
                     delay = min(delay * 2, 60.0)
@@ -424,12 +442,14 @@ class JobWatcher:
             except EndpointConnectionError as exc:
                 self.error = exc
                 break
+            quiet = not changed
             if changed:
                 self._notify()
                 delay = self.interval
             else:
                 delay = min(delay * 1.5, self.max_interval)
             if self.snapshot.done:
+                self.refresh(describe=False)  # the last lines written before the end
                 break
             self._stop.wait(delay)
         self._notify()

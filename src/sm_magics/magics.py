@@ -239,7 +239,8 @@ class SageMakerMagics(Magics, Configurable):
         return self.__dict__.setdefault("_images", {})
 
     @magic_arguments()
-    @argument("name", help="Container name, also the ECR repository: e.g. fraud or team/fraud.")
+    @argument("name", help="Container name, also the ECR repository: e.g. fraud or team/fraud. "
+              "Write it first, as options such as --pip take several values.")
     @argument("-o", "--output", metavar="VAR", help="Store the ContainerImage in VAR.")
     @argument("--base", help="Base image (default: the `base` setting).")
     @argument("--pip", nargs="+", action="extend", default=[], metavar="SPEC",

@@ -18,10 +18,10 @@ Example::
 
     >>> ctx = prepare(Recipe(name="fraud", body="lr = 0.05  # @param\\nprint(lr)\\n",
     ...                      base="python:3.12-slim", pip=("pandas==2.2.2",)))
-    >>> ctx.tag, ctx.param_defaults
-    ('3f1c9a0b7d2e4c51', {'lr': 0.05})
-    >>> ctx.write(Path.cwd())
-    PosixPath('.../.sm_magics/builds/fraud/3f1c9a0b7d2e4c51')
+    >>> ctx.param_defaults, len(ctx.tag)
+    ({'lr': 0.05}, 16)
+    >>> ctx.write(Path.cwd()) == Path.cwd() / ".sm_magics/builds/fraud" / ctx.tag
+    True
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ _REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.:~+-]+)?")
 _PARAM_MARKER = re.compile(r"#\s*@param\b")
+_CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                         "AWS_SECURITY_TOKEN"}
 _RESERVED_FILES = {"Dockerfile", "train.py", "requirements.txt", ".dockerignore"}
 _INSTRUCTIONS = {
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
@@ -271,7 +273,8 @@ class Recipe:
 
     Paths (``requirements``, ``files``) are relative to ``cwd``.
 
-    >>> Recipe(name="fraud", body="print('hi')", base="python:3.12-slim", apt=("libgomp1",))
+    >>> recipe = Recipe(name="fraud", body="print('hi')", base="python:3.12-slim",
+    ...                 apt=("libgomp1",))
     """
 
     name: str
@@ -381,6 +384,12 @@ def _parse_env(items: tuple[str, ...], name: str) -> list[tuple[str, str]]:
             )
         if "\n" in value:
             raise usage_error(f"%%sm_container {name}: the --env value of {key} has a newline.")
+        if key.upper() in _CREDENTIAL_VARIABLES:
+            raise usage_error(
+                f"%%sm_container {name}: --env {key}=... would store AWS credentials in the "
+                "image, where anyone who can pull it reads them. Training jobs get credentials "
+                "from their execution role; leave them out."
+            )
         pairs.append((key, value))
     return pairs
 
@@ -455,7 +464,7 @@ def _dockerfile(recipe: Recipe, env: list[tuple[str, str]], requirements: str,
             "RUN apt-get update \\\n"
             "    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
             + " ".join(recipe.apt)
-            + " \\\n    && rm -rf /var/lib/apt/lists/*"
+            + " \\\n    && apt-get clean && rm -rf /var/lib/apt/lists/*"
         )
     # A virtual environment answers PEP 668 on Debian-based Pythons, and
     # --system-site-packages keeps what the base image installed (Deep Learning
@@ -512,8 +521,10 @@ def prepare(recipe: Recipe) -> BuildContext:
     bad ``--env`` pair, options that do not fit ``--dockerfile``, a Dockerfile
     without ``FROM``.
 
-    >>> prepare(Recipe(name="x", body="print(1)", base="python:3.12-slim")).tag
-    '5b0d6c2e9f1a7c33'
+    >>> a = prepare(Recipe(name="fraud", body="lr = 0.1  # @param", base="python:3.12-slim"))
+    >>> b = prepare(Recipe(name="fraud", body="lr = 0.2  # @param", base="python:3.12-slim"))
+    >>> a.tag == b.tag, b.param_defaults
+    (True, {'lr': 0.2})
     """
     name = check_repository_name(recipe.name)
     if not recipe.body.strip():
