@@ -289,3 +289,8 @@ def test_loading_the_extension_imports_nothing_heavy():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_trailing_semicolon_silences_the_output(ip, clean_env):
+    assert ip.run_line_magic("sm_config", "--region eu-west-1;") is None
+    assert ip.run_line_magic("sm_config", "")["region"].value == "eu-west-1"

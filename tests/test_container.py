@@ -282,6 +282,8 @@ def test_a_failing_build_names_its_step_and_pushes_nothing(sandbox, ip):
         ("it-dockerfile-bad --dockerfile", "RUN echo no base\n", "must start with a FROM"),
         ("it-base --base Not_An_Image!", "print(1)\n", "is not a container image reference"),
         ("it-builder --builder codebuild", "print(1)\n", "is not available yet"),
+        ("it-var -o 1image", "print(1)\n", "give a Python variable name"),
+        ("it-secret --env AWS_SECRET_ACCESS_KEY=x", "print(1)\n", "would store AWS credentials"),
     ],
 )
 def test_invalid_cells_are_usage_errors_that_create_no_repository(sandbox, ip, line, body,

@@ -298,6 +298,32 @@ def test_a_job_waiting_for_a_free_worker_stops_at_once(clients, image):
     assert wait_for(clients, waiting)["SecondaryStatus"] == "Stopped"
 
 
+def test_checkpoints_are_restored_before_and_saved_after_the_job(clients, image):
+    s3 = clients["s3"]
+    prefix = f"checkpoints/{uuid.uuid4().hex[:8]}"
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/step-1.txt", Body=b"state")
+    name = job_name()
+    clients["sagemaker"].create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+        RoleArn=os.environ["SM_MAGICS_ROLE"],
+        HyperParameters={"mode": "checkpoint"},
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        CheckpointConfig={"S3Uri": f"s3://{BUCKET}/{prefix}"},
+    )
+
+    described = wait_for(clients, name)
+
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    model = json.loads(read_tarball(clients, described["ModelArtifacts"]["S3ModelArtifacts"])
+                       ["model.json"])
+    assert model["checkpoints"] == ["step-1.txt"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    assert sorted(keys) == [f"{prefix}/step-1.txt", f"{prefix}/step-2.txt"]
+
+
 def test_a_missing_image_fails_the_job_with_a_reason(clients):
     missing = f"{os.environ['SM_MAGICS_REGISTRY']}/no-such-image:1"
 

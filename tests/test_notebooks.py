@@ -74,3 +74,21 @@ def test_quickstart_trains_a_model_and_brings_it_back(tmp_path):
     assert len(re.search(r"points='([^']*)'", chart).group(1).split()) == 4
     assert "api       stopped" in outputs["%sm_sandbox stop"]
     assert not (tmp_path / "sandbox-home" / "state.json").exists()
+
+
+def test_parameters_and_data_sweeps_from_one_image(tmp_path):
+    notebook = execute("parameters-and-data.ipynb", tmp_path)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
+    sweep = next(out for first, out in outputs if first == "runs = {}")
+    assert sweep.count(": Completed (Completed)") == 4
+    accuracies = next(out for first, out in outputs if first.startswith("for run in runs"))
+    scores = dict(re.findall(r"(\d): ([0-9.]+)", accuracies))
+    assert set(scores) == {"1", "2", "4", "8"} and all(0.8 < float(s) <= 1 for s in scores.values())
+    rebuilt = next(out for first, out in outputs if first.startswith("print('rebuilt"))
+    assert "rebuilt: False" in rebuilt
+    jobs = next(out for first, out in outputs if first == "%sm_jobs --name wine")
+    images = set(re.findall(r"wine:[0-9a-f]+", jobs))
+    assert jobs.count("Completed") == 4 and len(images) == 1
+    hashes = re.findall(r"wine:[0-9a-f]+\s+([0-9a-f]{12})", jobs)
+    assert len(set(hashes)) == 4

@@ -51,6 +51,7 @@ __all__ = [
     "ensure_image",
     "pack_directory",
     "toolkit_environment",
+    "upload_directory",
 ]
 
 CONTAINER_ROOT = "/opt/ml"
@@ -263,6 +264,21 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def upload_directory(s3, directory: Path, uri: str) -> int:
+    """Copy every file under ``directory`` to the S3 prefix ``uri``; return the number of files.
+
+    This is how checkpoints written by a job reach S3.
+
+    >>> upload_directory(boto3.client("s3"), Path("/tmp/checkpoints"), "s3://bucket/ckpt")
+    2
+    """
+    bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+    files = sorted(path for path in directory.rglob("*") if path.is_file())
+    for path in files:
+        s3.upload_file(str(path), bucket, prefix + path.relative_to(directory).as_posix())
+    return len(files)
+
+
 def pack_directory(directory: Path, tarball: Path) -> int:
     """Write ``directory``'s content as a gzipped tar at ``tarball``.
 
@@ -285,6 +301,9 @@ class RunResult:
 
     ``stopped`` is true when :meth:`ContainerRun.stop` ended it, ``timed_out``
     when the time limit did; ``failure`` is the content of the failure file.
+
+    >>> RunResult(exit_code=1, failure="ValueError: bad input").succeeded
+    False
     """
 
     exit_code: int
@@ -326,8 +345,11 @@ class ContainerRun:
     :meth:`stop` may be called from any thread (SIGTERM, then SIGKILL after
     ``stop_grace`` seconds, as SageMaker does with its own, longer, grace).
     The container is removed afterwards whatever happens. It runs with host
-    networking, an init process that passes signals on, and the toolkit's
-    ``SM_*`` variables; ``environment`` (the job's own variables) wins over them.
+    networking, an init process that passes signals on, the toolkit's ``SM_*``
+    variables and ``PYTHONUNBUFFERED=1`` (so printed lines arrive as they are
+    printed); ``environment`` (the job's own variables) wins over them.
+    ``mounts`` adds host directories by their path inside the container (for
+    example ``{"/opt/ml/checkpoints": Path("/tmp/job/checkpoints")}``).
 
     >>> run = ContainerRun(client, "127.0.0.1:5000/fraud:abc", layout, on_line=print)
     >>> threading.Timer(60, run.stop).start()
@@ -345,9 +367,11 @@ class ContainerRun:
         on_line: Callable[[str], None] = lambda _: None,
         job_name: str | None = None,
         labels: Mapping[str, str] | None = None,
+        mounts: Mapping[str, Path] | None = None,
         stop_grace: float = 10.0,
     ) -> None:
         self.client = client
+        self.mounts = {CONTAINER_ROOT: layout.root, **(mounts or {})}
         self.image = image
         self.layout = layout
         self.on_line = on_line
@@ -412,7 +436,8 @@ class ContainerRun:
             network_mode="host",
             init=True,
             labels=self.labels,
-            volumes={str(self.layout.root.resolve()): {"bind": CONTAINER_ROOT, "mode": "rw"}},
+            volumes={str(Path(host).resolve()): {"bind": inside, "mode": "rw"}
+                     for inside, host in self.mounts.items()},
         )
         timer = None
         try:

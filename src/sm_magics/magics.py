@@ -38,8 +38,12 @@ def _trait(help_text: str) -> Unicode:
 def parse(magic, line: str, name: str):
     """Parse ``line`` with ``magic``'s ``magic_arguments``; every problem is a UsageError.
 
-    Also catches ``{expr}`` left in the line when IPython could not expand it.
+    Also catches ``{expr}`` left in the line when IPython could not expand it. A
+    trailing ``;`` (which silences the output) is not part of the options.
     """
+    line = line.rstrip()
+    if line.endswith(";"):
+        line = line[:-1]
     leftover = _UNEXPANDED.search(line)
     if leftover:
         raise usage_error(

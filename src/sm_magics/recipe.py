@@ -196,6 +196,9 @@ def _char_offset(lines: list[str], lineno: int, col_bytes: int) -> int:
     return before + len(lines[lineno - 1].encode("utf-8")[:col_bytes].decode("utf-8"))
 
 
+_NOT_LITERAL = object()
+
+
 def rewrite_params(code: str, name: str = "cell") -> ParamScript:
     """Rewrite top-level ``x = <literal>  # @param`` lines to read ``param("x")``.
 
@@ -217,7 +220,7 @@ def rewrite_params(code: str, name: str = "cell") -> ParamScript:
         ending_at[statement.end_lineno or statement.lineno] = statement
     replacements: list[tuple[int, int, str]] = []
     defaults: dict[str, Any] = {}
-    lines = code.splitlines(keepends=True)
+    lines = io.StringIO(code, newline="").readlines()  # the line breaks Python itself uses
     for lineno in marked:
         statement = ending_at.get(lineno)
         target = value = None
@@ -250,7 +253,7 @@ def rewrite_params(code: str, name: str = "cell") -> ParamScript:
         defaults[variable] = default
         start = _char_offset(lines, value.lineno, value.col_offset)
         end = _char_offset(lines, value.end_lineno or value.lineno, value.end_col_offset or 0)
-        call = f"param({json.dumps(variable)})"
+        call = f"param({json.dumps(variable, ensure_ascii=False)})"
         extra_lines = (value.end_lineno or value.lineno) - value.lineno
         if extra_lines:
             call = f"({call}{chr(10) * extra_lines})"
@@ -260,8 +263,6 @@ def rewrite_params(code: str, name: str = "cell") -> ParamScript:
         source = source[:start] + text + source[end:]
     return ParamScript(source, defaults)
 
-
-_NOT_LITERAL = object()
 
 
 # ---------------------------------------------------------------- recipe

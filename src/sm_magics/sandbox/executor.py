@@ -20,6 +20,10 @@ threads inside the gateway process, so it outlives the notebook kernel:
 5. ``Completed``, ``Failed`` (``FailureReason`` from ``/opt/ml/output/failure``
    or the exit code) or ``Stopped``.
 
+With a ``CheckpointConfig``, its ``S3Uri`` is copied into the checkpoint
+directory (``LocalPath``, default ``/opt/ml/checkpoints``) before training and
+the directory's files are copied back when the program ends, however it ends.
+
 ``StopTrainingJob`` sends SIGTERM and kills the program after a grace period;
 the model written so far is still uploaded, as SageMaker does. A job that
 exceeds ``MaxRuntimeInSeconds`` is stopped the same way and ends with
@@ -55,7 +59,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..contract import ContainerRun, OptMl, download_channel, ensure_image, pack_directory
+from ..contract import (
+    ContainerRun,
+    OptMl,
+    download_channel,
+    ensure_image,
+    pack_directory,
+    upload_directory,
+)
 
 __all__ = ["ApiError", "TrainingJobExecutor", "validate_request"]
 
@@ -65,6 +76,7 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 HOME_LABEL = "sm-magics.sandbox-home"
 DEFAULT_MAX_RUNTIME = 86400
+DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
 TERMINAL = ("Completed", "Failed", "Stopped")
 _JSON = "application/x-amz-json-1.1"
 _FLUSH_SECONDS = 1.0
@@ -432,6 +444,13 @@ class TrainingJobExecutor:
                            "ResourceConfig.InstanceCount to 1.")
         channels = request.get("InputDataConfig") or []
         self._check_channels(channels, spec)
+        for what, uri in (("OutputDataConfig.S3OutputPath",
+                           request["OutputDataConfig"]["S3OutputPath"]),
+                          ("CheckpointConfig.S3Uri",
+                           (request.get("CheckpointConfig") or {}).get("S3Uri", "s3://"))):
+            if not uri.startswith("s3://"):
+                raise ApiError("ValidationException",
+                               f"The sandbox reads and writes s3:// URIs: {what} is {uri!r}.")
         for definition in spec.get("MetricDefinitions") or []:
             try:
                 re.compile(definition["Regex"])
@@ -621,10 +640,12 @@ class TrainingJobExecutor:
                 job.record["TrainingStartTime"] = time.time()
             self._transition(job, "Downloading", "Downloading input data")
             layout = self._download(job, work / "opt_ml")
+            checkpoints = self._download_checkpoints(job, work / "checkpoints")
             if self._stop_requested(job):
                 return self._end_stopped(job, timed_out=False)
             self._transition(job, "Training", "Downloading the training image")
-            result = self._train(job, layout)
+            result = self._train(job, layout, checkpoints)
+            self._upload_checkpoints(job, checkpoints)
             if result.stopped or result.timed_out:
                 return self._end_stopped(job, timed_out=result.timed_out, layout=layout)
             if not result.succeeded:
@@ -682,7 +703,29 @@ class TrainingJobExecutor:
                     f"{source['S3Uri']}: {exc}") from exc
         return layout
 
-    def _train(self, job: _Job, layout: OptMl):
+    def _download_checkpoints(self, job: _Job, directory: Path) -> Path:
+        """Fill the checkpoint directory from ``CheckpointConfig.S3Uri``, as SageMaker does."""
+        directory.mkdir(parents=True, exist_ok=True)
+        uri = (job.record.get("CheckpointConfig") or {}).get("S3Uri")
+        if uri:
+            try:
+                download_channel(self.s3, uri.rstrip("/") + "/", directory)
+            except Exception as exc:
+                raise _JobFailed(f"ClientError: Could not download the checkpoints from {uri}: "
+                                 f"{exc}") from exc
+        return directory
+
+    def _upload_checkpoints(self, job: _Job, directory: Path) -> None:
+        uri = (job.record.get("CheckpointConfig") or {}).get("S3Uri")
+        if not uri or self.closed:
+            return
+        try:
+            upload_directory(self.s3, directory, uri)
+        except Exception as exc:
+            raise _JobFailed(f"ClientError: Could not upload the checkpoints to {uri}: "
+                             f"{exc}") from exc
+
+    def _train(self, job: _Job, layout: OptMl, checkpoints: Path):
         import docker.errors
 
         record = job.record
@@ -702,6 +745,8 @@ class TrainingJobExecutor:
             self.docker, image, layout, environment=record.get("Environment"),
             on_line=lambda line: self._on_line(job, patterns, line), job_name=job.name,
             labels={HOME_LABEL: str(self.home)}, stop_grace=self.stop_grace,
+            mounts={(record.get("CheckpointConfig") or {}).get(
+                "LocalPath", DEFAULT_CHECKPOINT_PATH): checkpoints},
         )
         with job.lock:
             job.run = run
