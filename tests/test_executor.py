@@ -6,6 +6,7 @@ base, pushed to the sandbox registry, and run by the gateway's executor.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
@@ -45,7 +46,9 @@ def image(sandbox):
     for line in client.images.push(uri, stream=True, decode=True):
         assert "error" not in line, line
     client.images.remove(uri)  # the executor must pull it from the registry
-    return uri
+    yield uri
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.remove(uri)
 
 
 def job_name(prefix: str = "job") -> str:

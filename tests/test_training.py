@@ -162,6 +162,8 @@ def test_changing_a_parameter_shows_what_changed(trained, capsys):
         ("train-demo --job-name bad_name", "--job-name: 'bad_name' is not a valid training-job name"),
         ("train-demo --metric 'acc=acc: [0-9.]+'", "--metric acc=acc: [0-9.]+: the regex"),
         ("train-demo --env 1X=2", "--env 1X=2: write NAME=VALUE"),
+        ("train-demo --env AWS_SECRET_ACCESS_KEY=abc",
+         "--env AWS_SECRET_ACCESS_KEY=...: AWS credentials do not belong"),
         ("train-demo --output bucket/x", "--output: 'bucket/x' is not an S3 URI"),
         ("train-demo --bogus", "%sm_train: unrecognized arguments: --bogus"),
     ],

@@ -64,7 +64,7 @@ _REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.:~+-]+)?")
 _PARAM_MARKER = re.compile(r"#\s*@param\b")
-_CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                          "AWS_SECURITY_TOKEN"}
 _RESERVED_FILES = {"Dockerfile", "train.py", "requirements.txt", ".dockerignore"}
 _INSTRUCTIONS = {
@@ -385,7 +385,7 @@ def _parse_env(items: tuple[str, ...], name: str) -> list[tuple[str, str]]:
             )
         if "\n" in value:
             raise usage_error(f"%%sm_container {name}: the --env value of {key} has a newline.")
-        if key.upper() in _CREDENTIAL_VARIABLES:
+        if key.upper() in CREDENTIAL_VARIABLES:
             raise usage_error(
                 f"%%sm_container {name}: --env {key}=... would store AWS credentials in the "
                 "image, where anyone who can pull it reads them. Training jobs get credentials "

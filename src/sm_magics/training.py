@@ -182,6 +182,14 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
         raise usage_error(f"--output: '{options.output}' is not an S3 URI (s3://bucket/prefix).")
 
     env = _pairs(options.env, "--env", _ENV_KEY, "NAME")
+    from .recipe import CREDENTIAL_VARIABLES
+
+    leaked = sorted(k for k in env if k.upper() in CREDENTIAL_VARIABLES)
+    if leaked:
+        raise usage_error(
+            f"--env {leaked[0]}=...: AWS credentials do not belong in a job's environment, where "
+            "anyone who can describe the job reads them. The job gets credentials from its "
+            "execution role; leave them out.")
     tags = _pairs(options.tags, "--tag", _TAG_KEY, "KEY")
     definitions = [{"Name": n, "Regex": metric_regex(n)} for n in logged_metric_names(source)]
     for item in options.metrics:
