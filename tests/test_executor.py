@@ -270,12 +270,13 @@ def test_two_jobs_at_once_both_complete(clients, image):
 
     results = [wait_for(clients, first), wait_for(clients, second)]
 
-    assert [r["TrainingJobStatus"] for r in results] == ["Completed", "Completed"]
+    assert [r["TrainingJobStatus"] for r in results] == ["Completed", "Completed"], [
+        r.get("FailureReason") for r in results]
     training = [next(t for t in r["SecondaryStatusTransitions"] if t["Status"] == "Training")
                 for r in results]
     # they trained at the same time: each started before the other ended
-    assert training[0]["StartTime"] < training[1]["EndTime"]
-    assert training[1]["StartTime"] < training[0]["EndTime"]
+    assert training[0]["StartTime"] < training[1]["EndTime"], training
+    assert training[1]["StartTime"] < training[0]["EndTime"], training
     for name in (first, second):
         assert "epoch=2 loss=0.3333 accuracy=0.70" in log_messages(clients, name)
 

@@ -60,7 +60,7 @@ def test_quickstart_trains_a_model_and_brings_it_back(tmp_path):
     assert ": Completed (Completed)" in summary
     model_uri = re.search(r"model: (s3://\S+/model\.tar\.gz)", summary).group(1)
     accuracy = float(re.search(r"held-out accuracy of the trained model: ([0-9.]+)",
-                               outputs["import io"]).group(1))
+                               outputs["import joblib"]).group(1))
     assert accuracy > 0.9
     steps = re.findall(r"test_accuracy\s+(\d)\s+([0-9.]+)", outputs["job.metrics"])
     assert [s for s, _ in steps] == ["0", "1", "2", "3"]

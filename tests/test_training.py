@@ -243,3 +243,25 @@ def test_local_inputs_are_synced_with_progress_and_seen_by_the_job(ip, sandbox, 
     assert "file: big.bin 21000000" in logs and "file: small.csv 8" in logs
     channel = next(c for c in run.describe()["InputDataConfig"] if c["ChannelName"] == "train")
     assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith("/train-inputs/inputs/train/")
+
+
+def test_download_model_unpacks_the_artifact(trained, tmp_path):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    folder = run.download_model(tmp_path / "model")
+    assert json.loads((folder / "model.json").read_text()) == {"weight": 0.5}
+
+
+def test_download_model_refuses_an_archive_that_escapes_its_folder(trained, tmp_path):
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w:gz") as tar:
+        data = b"owned"
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    bucket, key = run.model_data.removeprefix("s3://").split("/", 1)
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=evil.getvalue())
+    with pytest.raises(RemoteFailure, match="unsafe"):
+        run.download_model(tmp_path / "a" / "b" / "model")
+    assert not (tmp_path / "a" / "escaped.txt").exists()
+    assert not (tmp_path / "escaped.txt").exists()

@@ -58,6 +58,8 @@ CONTAINER_ROOT = "/opt/ml"
 CURRENT_HOST = "algo-1"
 LABEL = "sm-magics.training-run"
 _FAILURE_LIMIT = 1024
+_PULL_LOCKS: dict[str, threading.Lock] = {}
+_PULL_LOCKS_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,13 @@ def ensure_image(client, reference: str) -> None:
 
     >>> ensure_image(docker.from_env(), "127.0.0.1:5000/fraud:abc")
     """
+    with _PULL_LOCKS_GUARD:
+        lock = _PULL_LOCKS.setdefault(reference, threading.Lock())
+    with lock:  # jobs of one image pull it once, one after the other
+        _ensure_image(client, reference)
+
+
+def _ensure_image(client, reference: str) -> None:
     import docker.errors
     from docker.utils import parse_repository_tag
 

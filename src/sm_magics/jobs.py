@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from .errors import RemoteFailure, usage_error
@@ -535,6 +536,41 @@ class TrainingRun:
         reader = LogReader(self.aws.client("logs"), self.name,
                            self.describe().get("ResourceConfig", {}).get("InstanceCount", 1))
         return [line.message for line in reader.poll()]
+
+    def download_model(self, directory: str | Path = "model") -> Path:
+        """Download ``model.tar.gz`` and unpack it into ``directory``; returns that folder.
+
+        Members that would land outside ``directory`` (absolute paths, ``..``,
+        links pointing out, devices) are refused, so a model archive cannot
+        write anywhere else on this machine.
+
+        >>> model = joblib.load(run.download_model() / "model.joblib")   # doctest: +SKIP
+        """
+        import io
+        import tarfile
+
+        uri = self.model_data
+        if not uri:
+            raise usage_error(f"The job {self.name} has no model artifact (status "
+                              f"{self.status}); only a completed job has one.")
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        body = self.aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        target = Path(directory).resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            members = tar.getmembers()
+            for member in members:
+                where = (target / member.name).resolve()
+                if not (where == target or target in where.parents) or not (
+                        member.isfile() or member.isdir() or (
+                            member.issym() and target in (where.parent / member.linkname)
+                            .resolve().parents)):
+                    raise RemoteFailure(f"The model archive of {self.name} is unsafe",
+                                        reason=f"member {member.name!r} would be written "
+                                               f"outside {target} or is not a regular file")
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(target, members=members, **safe)
+        return target
 
     # -- actions
 

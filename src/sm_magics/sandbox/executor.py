@@ -15,7 +15,7 @@ threads inside the gateway process, so it outlives the notebook kernel:
    ``<job>/algo-1-<epoch seconds>``) and the values matched by the job's
    ``MetricDefinitions`` to CloudWatch metrics and ``FinalMetricDataList``;
 4. ``Uploading``: ``/opt/ml/model`` becomes ``model.tar.gz`` and
-   ``/opt/ml/output/data`` ``output.tar.gz`` under
+   ``/opt/ml/output/data`` (when it has files) ``output.tar.gz`` under
    ``<S3OutputPath>/<job>/output/``;
 5. ``Completed``, ``Failed`` (``FailureReason`` from ``/opt/ml/output/failure``
    or the exit code) or ``Stopped``.
@@ -29,6 +29,11 @@ the model written so far is still uploaded, as SageMaker does. A job that
 exceeds ``MaxRuntimeInSeconds`` is stopped the same way and ends with
 ``TrainingJobStatus`` ``Stopped`` and ``SecondaryStatus`` ``MaxRuntimeExceeded``,
 the pair the API documents for that case.
+
+What a single machine cannot do is refused at ``CreateTrainingJob`` with a
+``ValidationException`` that says so: more than one instance, ``Pipe`` input,
+data sources other than S3 (``S3Prefix`` or ``ManifestFile``), algorithm
+resources instead of a training image.
 
 Job records are JSON files under ``<sandbox home>/training-jobs``, so
 ``DescribeTrainingJob`` and ``ListTrainingJobs`` keep answering after the
@@ -257,8 +262,11 @@ class _LogShipper:
             points, job.metric_points = job.metric_points, []
             final = [{"MetricName": name, "Value": value, "Timestamp": at}
                      for name, (value, at) in job.last_metrics.items()]
-            if final:
+            changed = bool(points)
+            if changed:
                 job.record["FinalMetricDataList"] = final
+        if changed:
+            self.executor._save(job)
         events = [{"timestamp": at, "message": line[:_EVENT_LIMIT]} for at, line in lines if line]
         for start in range(0, len(events), _LOG_BATCH):
             self.executor.logs.put_log_events(

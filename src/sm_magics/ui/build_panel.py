@@ -119,6 +119,7 @@ class WidgetBuildPanel(BuildListener):
              self.result],
             layout=widgets.Layout(border="1px solid #ddd", padding="4px 8px"),
         )
+        self.widget.add_class("sm-build-panel")
         self._flush(force=True)
 
     # ------------------------------------------------------------ rendering
