@@ -183,7 +183,7 @@ def check(magic: str, call) -> str:
         assert message.strip(), "empty UsageError message"
         assert not re.search(r"[\n\r\x0b\x0c\x85\u2028\u2029]", message), message
         assert "Traceback" not in message
-        outcome = "usage error"
+        outcome = "usage error: " + " ".join(message.split()[:3])
     except Exception as exc:
         if not _raised_by_user_code(exc):
             raise AssertionError(
@@ -216,14 +216,23 @@ def quoted(word: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         word, word.map(shlex.quote), word.map(lambda w: f"'{w}'"), word.map(lambda w: f'"{w}"'))
 
 
-def line_of(flags: list[str], positional: st.SearchStrategy[str] | None = None):
-    """Magic lines: an optional positional word, then flags (known and unknown) with values."""
-    flag = st.sampled_from([*flags, "--nope", "-x", "--", "-h", "--help"])
-    option = st.tuples(flag, st.lists(quoted(WORD), max_size=3)).map(
+def line_of(flags: list[str], positional: st.SearchStrategy[str] | None = None,
+            values: list[str] = ()):
+    """Magic lines: an optional positional word, then flags (mostly known) with values.
+
+    ``values`` are plausible values for the flags, mixed with odd words so that
+    many lines get past the parser and reach the checks behind it.
+    """
+    flag = st.one_of(st.sampled_from(flags or ["--nope"]),
+                     st.sampled_from(["--nope", "-x", "--", "-h", "--help", "--=", "---"]))
+    value = quoted(st.one_of(st.sampled_from(values or ODD), WORD))
+    values_of_one = st.one_of(st.lists(value, min_size=1, max_size=1), st.lists(value, max_size=3))
+    option = st.tuples(flag, values_of_one).map(
         lambda pair: " ".join([pair[0], *pair[1]]))
     first = quoted(positional) if positional is not None else st.just("")
     ending = st.sampled_from(["", " ", ";", " ;"])
-    return st.tuples(first, st.lists(option, max_size=4), ending).map(
+    options = st.lists(option, max_size=4 if flags else 1)
+    return st.tuples(first, options, ending).map(
         lambda parts: " ".join(p for p in [parts[0], *parts[1]] if p) + parts[2])
 
 
@@ -282,7 +291,11 @@ def _safe_endpoint(words: list[str], sandbox_endpoint: str) -> bool:
 
 
 @EXAMPLES
-@given(line=line_of(CONFIG_FLAGS))
+@given(line=line_of(CONFIG_FLAGS, values=[
+    "us-east-1", "eu-west-2", "mars-1", "default", "nope", "arn:aws:iam::111122223333:role/R",
+    "arn:aws:iam::1:role/R", "my-bucket", "My_Bucket", "a..b", "192.168.1.1", "team/fraud",
+    "//", "python:3.12-slim", "Not An Image", "ml.m5.large", "m5.large", "docker", "codebuild",
+    "127.0.0.1:5000", "http://127.0.0.1:1/", "ftp://x", "region", "role", "bucket", "nosuch"]))
 def test_sm_config_lines(shell, line):
     words = words_of(line)
     assume(_safe_endpoint(words, os.environ["AWS_ENDPOINT_URL"]))
@@ -303,6 +316,7 @@ def test_sm_sandbox_lines_with_no_valid_action(shell, line):
     check("%sm_sandbox", lambda: shell.run_line_magic("sm_sandbox", line))
 
 
+SET_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,20}", fullmatch=True)
 NAMES = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True),
                   st.sampled_from(["é", "λ", "_hidden", "a1", "class", "None", "print"]))
 JSON = st.recursive(
@@ -329,13 +343,13 @@ PARAM_LINE = st.one_of(
                      "x = '\\N{bad}'", "x = 0b2", "λ = 1"]),
 )
 BODY = st.one_of(
-    st.lists(PARAM_LINE, max_size=6).map("\n".join),
+    st.lists(PARAM_LINE, min_size=1, max_size=6).map("\n".join),
     st.sampled_from(["", "\n\n", "x = 1\n" * 2000, "x = '" + "y" * 200_000 + "'"]),
 )
 
 
 @EXAMPLES
-@given(line=line_of([], positional=WORD), body=BODY)
+@given(line=line_of([], positional=st.one_of(SET_NAME, SET_NAME, WORD)), body=BODY)
 def test_sm_params_cells(shell, line, body):
     check("%%sm_params", lambda: shell.run_cell_magic("sm_params", line, body))
 
@@ -354,11 +368,12 @@ CODE_LINE = st.one_of(
     ]),
 )
 CONTAINER_BODY = st.one_of(
-    st.lists(CODE_LINE, max_size=6).map("\n".join),
+    st.lists(CODE_LINE, min_size=1, max_size=6).map("\n".join),
     st.sampled_from(["", "   \n", "print(1)\n" * 5000]),
 )
 CONTAINER_NAME = st.one_of(
-    WORD, st.from_regex(r"[a-z0-9]{1,8}([._/-][a-z0-9]{1,8}){0,2}", fullmatch=True))
+    WORD, st.just("demo"),
+    st.from_regex(r"[a-z0-9]{1,8}([._/-][a-z0-9]{1,8}){0,2}", fullmatch=True))
 
 
 @pytest.fixture
@@ -369,7 +384,11 @@ def no_docker_engine(monkeypatch):
 
 
 @EXAMPLES
-@given(line=line_of(CONTAINER_FLAGS, positional=CONTAINER_NAME), body=CONTAINER_BODY)
+@given(line=line_of(CONTAINER_FLAGS, positional=CONTAINER_NAME, values=[
+    "image", "1image", "python:3.12-slim", "Not_An_Image!", "pandas==2.2.2", "scikit-learn",
+    "requirements.txt", "missing.txt", "libgomp1", "Bad Pkg", "data.txt", "assets", "nope.txt",
+    "echo hi", "'echo hi'", "A=1", "JUSTAKEY", "AWS_SECRET_ACCESS_KEY=x", "1X=2", "docker",
+    "codebuild", "train.py", "Dockerfile"]), body=CONTAINER_BODY)
 def test_sm_container_cells(shell, no_docker_engine, tmp_path, line, body):
     assume(not touches_outside(words_of(line), tmp_path))
     outcome = check("%%sm_container", lambda: shell.run_cell_magic("sm_container", line, body))
@@ -395,7 +414,12 @@ def no_role(shell, monkeypatch, tmp_path):
 
 @EXAMPLES
 @given(line=line_of(TRAIN_FLAGS, positional=st.one_of(
-    st.just("demo"), WORD, st.just("127.0.0.1:5000/demo:latest"))))
+    st.just("demo"), st.just("demo"), WORD, st.just("127.0.0.1:5000/demo:latest")), values=[
+    "demo", "nope", "lr=0.5", "lr=[1,", "=3", "k=v", "train=data.txt", "train=assets",
+    "params=data.txt", "train=s3://bucket/x", "train", "s3://bucket/out", "bucket/x",
+    "ml.m5.large", "m5.large", "0", "1", "-3", "2", "99999", "90m", "2h", "1h30m", "forever",
+    "0s", "A=1", "1X=2", "team=fraud", "job-1", "bad_name", "acc=acc: ([0-9.]+)", "acc=[",
+    "acc=acc", "x" * 70]))
 def test_sm_train_lines(no_role, tmp_path, line):
     assume(not touches_outside(words_of(line), tmp_path))
     check("%sm_train", lambda: no_role.run_line_magic("sm_train", line))
@@ -405,25 +429,26 @@ JOB = st.one_of(WORD, st.from_regex(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,70}", fullmat
 
 
 @EXAMPLES
-@given(line=line_of(["--limit", "--name"]))
+@given(line=line_of(["--limit", "--name"], values=[
+    "1", "5", "100", "0", "101", "-1", "x", "fraud", "a b", "demo-1"]))
 def test_sm_jobs_lines(shell, line):
     check("%sm_jobs", lambda: shell.run_line_magic("sm_jobs", line))
 
 
 @EXAMPLES
-@given(line=line_of(["--wait"], positional=JOB))
+@given(line=line_of(["--wait"], positional=JOB, values=["1"]))
 def test_sm_attach_lines(shell, line):
     check("%sm_attach", lambda: shell.run_line_magic("sm_attach", line))
 
 
 @EXAMPLES
-@given(line=line_of(["--tail"], positional=JOB))
+@given(line=line_of(["--tail"], positional=JOB, values=["1", "0", "-2", "10", "x"]))
 def test_sm_logs_lines(shell, line):
     check("%sm_logs", lambda: shell.run_line_magic("sm_logs", line))
 
 
 @EXAMPLES
-@given(line=line_of([], positional=JOB))
+@given(line=line_of([], positional=JOB, values=["1"]))
 def test_sm_stop_lines(shell, line):
     check("%sm_stop", lambda: shell.run_line_magic("sm_stop", line))
 

@@ -265,3 +265,36 @@ def test_download_model_refuses_an_archive_that_escapes_its_folder(trained, tmp_
         run.download_model(tmp_path / "a" / "b" / "model")
     assert not (tmp_path / "a" / "escaped.txt").exists()
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_local_runs_use_the_same_image_contract_and_s3_without_sagemaker(ip, sandbox, capsys):
+    ip.run_cell_magic("sm_container", "train-local --no-push", TRAIN_CELL)
+    ip.run_cell_magic("sm_params", "local", "epochs = 2\nlr = 1.0\n")
+    with pytest.raises(UsageError, match="built with --no-push"):
+        ip.run_line_magic("sm_train", "train-local --params local")
+    run = ip.run_line_magic("sm_train", "train-local --params local --local --wait")
+    assert run.status == "Completed"
+    assert model_json(run.model_data) == {"weight": 2.0}
+    assert [(p.step, p.value) for p in run.metrics] == [(0, 1.0), (1, 0.5)]
+    assert jobs_named("train-local") == []
+    out = capsys.readouterr().out
+    assert f"Training job {run.name}: Completed" in out
+    assert "console:" not in out
+    ip.run_line_magic("sm_logs", f"{run.name} --tail 1")
+    assert capsys.readouterr().out.strip() == (
+        'seen: {"epochs": "int", "lr": "float", "scale": "int"}')
+
+
+def test_a_local_run_can_be_stopped(ip, sandbox, capsys):
+    import docker
+
+    ip.run_cell_magic("sm_container", "train-local-sleeps --no-push",
+                      'import time\nprint("sleeping", flush=True)\ntime.sleep(600)\n')
+    run = ip.run_line_magic("sm_train", "train-local-sleeps --local")
+    assert wait_until(lambda: "sleeping" in run.logs())
+    ip.run_line_magic("sm_stop", run.name)
+    assert run.watcher.wait(120)
+    assert run.status == "Stopped"
+    leftovers = docker.from_env().containers.list(
+        all=True, filters={"label": f"sm-magics.training-run={run.name}"})
+    assert leftovers == []

@@ -1,7 +1,8 @@
 """Amazon ECR: repositories and registry credentials.
 
 * :meth:`Ecr.find` / :meth:`Ecr.ensure` look a repository up, and create it
-  when missing with scan-on-push and AES-256 encryption.
+  when missing with scan-on-push, AES-256 encryption and a repository policy
+  that denies every principal outside the account (:func:`account_only_policy`).
 * :meth:`Ecr.credential` is the registry login from ``GetAuthorizationToken``,
   cached until shortly before it expires and then fetched again.
 
@@ -20,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from typing import Any
 from .aws import AwsContext
 from .errors import RemoteFailure
 
-__all__ = ["Ecr", "Repository", "Token"]
+__all__ = ["Ecr", "Repository", "Token", "account_only_policy"]
 
 # A token is used until this long before its expiry, then fetched again.
 _EXPIRY_MARGIN = 300.0
@@ -101,6 +103,31 @@ class Repository:
         return f"{self.uri}:{tag}"
 
 
+def account_only_policy(account: str) -> str:
+    """A repository policy denying every action to principals outside ``account``.
+
+    AWS services acting for the account (SageMaker pulling with the job's
+    role) are principals of the account; other AWS service principals are not
+    denied, since they carry no account.
+
+    >>> json.loads(account_only_policy("111122223333"))["Statement"][0]["Effect"]
+    'Deny'
+    """
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyOutsideTheAccount",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "ecr:*",
+            "Condition": {
+                "StringNotEquals": {"aws:PrincipalAccount": account},
+                "Bool": {"aws:PrincipalIsAWSService": "false"},
+            },
+        }],
+    })
+
+
 def _aws_failure(action: str, exc: Exception) -> RemoteFailure:
     error = getattr(exc, "response", {}).get("Error", {})
     reason = f"{error.get('Code')}: {error.get('Message')}" if error else str(exc)
@@ -155,7 +182,7 @@ class Ecr:
         return _REPOSITORIES[key]
 
     def ensure(self, name: str) -> Repository:
-        """The repository ``name``, created (scan on push, AES-256) when missing."""
+        """The repository ``name``, created when missing (scan on push, AES-256, account-only)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         existing = self.find(name, cached=False)
@@ -176,6 +203,12 @@ class Ecr:
             raise _aws_failure("CreateRepository", exc) from None
         except BotoCoreError as exc:
             raise _aws_failure("CreateRepository", exc) from None
+        try:
+            self.client.set_repository_policy(
+                repositoryName=name, registryId=created["registryId"],
+                policyText=account_only_policy(created["registryId"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise _aws_failure("SetRepositoryPolicy", exc) from None
         repository = self._repository(created)
         _REPOSITORIES[(*self._key, self.registry, name)] = repository
         return repository

@@ -244,6 +244,29 @@ class LogReader:
         return lines
 
 
+class SageMakerJobs:
+    """Where jobs run: SageMaker's API (on AWS, or the sandbox behind the same API).
+
+    :class:`sm_magics.local.LocalJobs` offers the same methods for jobs run on
+    this machine's Docker engine.
+    """
+
+    local = False
+
+    def __init__(self, aws) -> None:
+        self.aws = aws
+        self._client = aws.client("sagemaker")
+
+    def describe(self, name: str) -> dict:
+        return self._client.describe_training_job(TrainingJobName=name)
+
+    def stop(self, name: str) -> None:
+        self._client.stop_training_job(TrainingJobName=name)
+
+    def log_reader(self, name: str, instance_count: int = 1) -> LogReader:
+        return LogReader(self.aws.client("logs"), name, instance_count)
+
+
 # ---------------------------------------------------------------- following a job
 
 
@@ -324,20 +347,20 @@ class JobWatcher:
     """
 
     def __init__(self, aws, name: str, *, interval: float = 3.0, max_interval: float = 10.0,
-                 tail: int = 200, local: bool = False) -> None:
+                 tail: int = 200, jobs=None) -> None:
         self.aws = aws
         self.name = name
+        self.jobs = jobs or SageMakerJobs(aws)
         self.interval = interval
         self.max_interval = max_interval
         self.tail = tail
         # console links only make sense for AWS itself, not for another endpoint
         self.snapshot = JobSnapshot(name, region=aws.settings.region,
-                                    local=local or bool(aws.settings.endpoint_url))
+                                    local=self.jobs.local or bool(aws.settings.endpoint_url))
         self.listeners: list[Callable[[JobSnapshot], None]] = []
         self.requests = 0
         self.error: BaseException | None = None
-        self._sm = aws.client("sagemaker")
-        self._logs = LogReader(aws.client("logs"), name)
+        self._logs = self.jobs.log_reader(name)
         self._stop = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -372,7 +395,7 @@ class JobWatcher:
             changed = False
             if describe or not self._described:
                 self.requests += 1
-                described = self._sm.describe_training_job(TrainingJobName=self.name)
+                described = self.jobs.describe(self.name)
                 self._described = True
                 changed = self._apply(described)
                 self._logs.instance_count = described.get("ResourceConfig", {}).get(
@@ -468,12 +491,13 @@ class TrainingRun:
     """
 
     def __init__(self, aws, name: str, *, params: dict | None = None, image: Any = None,
-                 watcher: JobWatcher | None = None) -> None:
+                 jobs=None) -> None:
         self.aws = aws
         self.name = name
         self.params = params
         self.image = image
-        self.watcher = watcher or JobWatcher(aws, name)
+        self.jobs = jobs or SageMakerJobs(aws)
+        self.watcher = JobWatcher(aws, name, jobs=self.jobs)
 
     @classmethod
     def attach(cls, aws, name: str) -> TrainingRun:
@@ -507,7 +531,7 @@ class TrainingRun:
 
     def describe(self) -> dict:
         """The job's ``DescribeTrainingJob`` answer, fetched now."""
-        return self.aws.client("sagemaker").describe_training_job(TrainingJobName=self.name)
+        return self.jobs.describe(self.name)
 
     @property
     def snapshot(self) -> JobSnapshot:
@@ -533,8 +557,8 @@ class TrainingRun:
 
     def logs(self) -> list[str]:
         """All log lines of the job so far (every instance), read from CloudWatch Logs."""
-        reader = LogReader(self.aws.client("logs"), self.name,
-                           self.describe().get("ResourceConfig", {}).get("InstanceCount", 1))
+        reader = self.jobs.log_reader(
+            self.name, self.describe().get("ResourceConfig", {}).get("InstanceCount", 1))
         return [line.message for line in reader.poll()]
 
     def download_model(self, directory: str | Path = "model") -> Path:
@@ -613,7 +637,7 @@ class TrainingRun:
         from botocore.exceptions import ClientError
 
         try:
-            self.aws.client("sagemaker").stop_training_job(TrainingJobName=self.name)
+            self.jobs.stop(self.name)
         except ClientError as exc:
             if "already" not in str(exc).lower() and "status" not in str(exc).lower():
                 raise

@@ -369,6 +369,8 @@ class SageMakerMagics(Magics, Configurable):
               metavar="NAME=REGEX", help="Extra metric definitions.")
     @argument("--wait", action="store_true", help="Block until the job ends; fail the cell "
               "when it fails.")
+    @argument("--local", action="store_true", help="Run on this machine's Docker engine "
+              "(same image and contract, inputs and outputs still in S3).")
     @output_can_be_silenced
     @line_magic
     def sm_train(self, line: str = ""):
@@ -402,7 +404,7 @@ class SageMakerMagics(Magics, Configurable):
             instance_count=args.instance_count, volume_size=args.volume_size,
             max_run=args.max_run, spot=args.spot, max_wait=args.max_wait,
             keep_alive=args.keep_alive, env=args.env, tags=args.tags, job_name=args.job_name,
-            metrics=args.metrics,
+            metrics=args.metrics, local=args.local,
             notebook=self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME"),
         )
         job = training.plan(aws, options, self.images, params_mod.sets_for(self))
@@ -413,12 +415,36 @@ class SageMakerMagics(Magics, Configurable):
 
         from .ui.progress import upload_progress
 
+        jobs = self._local_jobs(aws) if args.local else None
         training.start(aws, job, progress=lambda channel: upload_progress(
-            f"--input {channel}", widgets=self._widgets(), display=display))
+            f"--input {channel}", widgets=self._widgets(), display=display), local_jobs=jobs)
         self._last_params[job.container] = job.params
-        run = TrainingRun(aws, job.name, params=job.params, image=job.image or job.image_uri)
+        run = TrainingRun(aws, job.name, params=job.params, image=job.image or job.image_uri,
+                          jobs=jobs)
         self.runs[job.name] = run
         return self._follow(run, wait=args.wait)
+
+    def _run_named(self, name: str, fresh: bool = False):
+        """The run of job ``name``: one of this session's (local jobs too), or attached."""
+        from .jobs import TrainingRun
+
+        known = self.runs.get(name)
+        if known is None:
+            return TrainingRun.attach(self._aws(), name)
+        if fresh:
+            return TrainingRun(known.aws, name, params=known.params, image=known.image,
+                               jobs=known.jobs)
+        return known
+
+    def _local_jobs(self, aws):
+        """The session's engine for --local jobs (one per region and endpoint)."""
+        from .local import LocalJobs
+
+        engines = self.__dict__.setdefault("_local_engines", {})
+        key = (aws.settings.region, aws.settings.endpoint_url, aws.settings.profile)
+        if key not in engines:
+            engines[key] = LocalJobs(aws)
+        return engines[key]
 
     @property
     def runs(self) -> dict:
@@ -442,9 +468,7 @@ class SageMakerMagics(Magics, Configurable):
             job = %sm_attach fraud-20261124-101500-ab12
         """
         args = parse(self.sm_attach, line, "sm_attach")
-        from .jobs import TrainingRun
-
-        run = TrainingRun.attach(self._aws(), args.job)
+        run = self._run_named(args.job, fresh=True)
         self.runs[run.name] = run
         return self._follow(run, wait=args.wait)
 
@@ -481,9 +505,7 @@ class SageMakerMagics(Magics, Configurable):
         args = parse(self.sm_logs, line, "sm_logs")
         if args.tail is not None and args.tail < 1:
             raise usage_error("%sm_logs --tail: give a number of lines, 1 or more.")
-        from .jobs import TrainingRun
-
-        lines = TrainingRun.attach(self._aws(), args.job).logs()
+        lines = self._run_named(args.job).logs()
         if args.tail is not None:
             lines = lines[-args.tail:]
         print("\n".join(lines) if lines else f"(no log lines for {args.job} yet)")
@@ -499,9 +521,7 @@ class SageMakerMagics(Magics, Configurable):
             %sm_stop fraud-20261124-101500-ab12
         """
         args = parse(self.sm_stop, line, "sm_stop")
-        from .jobs import TrainingRun
-
-        run = TrainingRun.attach(self._aws(), args.job)
+        run = self._run_named(args.job)
         if run.status in ("Completed", "Failed", "Stopped"):
             print(f"The job {args.job} already ended: {run.status}.")
             return

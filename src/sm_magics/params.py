@@ -25,10 +25,12 @@ Example::
 from __future__ import annotations
 
 import ast
+import collections
 import hashlib
 import json
 import math
 import re
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ __all__ = [
     "HyperparameterFit",
     "ParameterSet",
     "ParameterSets",
+    "SecretParameterWarning",
     "Table",
     "assigned_names",
     "canonical_json",
@@ -52,9 +55,11 @@ __all__ = [
     "hyperparameters",
     "parse_hp",
     "resolve",
+    "secret_reason",
     "sets_for",
     "sha256",
     "validate",
+    "warn_if_secret",
 ]
 
 HYPERPARAMETER_LIMIT = 100
@@ -164,6 +169,103 @@ def validate(name: str, value: Any, where: str) -> Any:
     return value
 
 
+# ---------------------------------------------------------------- secrets
+
+
+class SecretParameterWarning(UserWarning):
+    """A parameter looks like a password, a token or a key.
+
+    Parameters are stored in S3 and shown as hyperparameters in the SageMaker
+    console, so a secret there is readable by everyone who can see the job.
+    Silence it with ``warnings.filterwarnings("ignore", category=SecretParameterWarning)``.
+    """
+
+
+# Names that hold a secret whatever the value (compared without '_', '-', '.' and case).
+_SECRET_NAMES = ("password", "passwd", "passphrase", "secret", "apikey", "accesskey",
+                 "privatekey", "credential", "authtoken", "accesstoken", "sessiontoken",
+                 "bearertoken", "refreshtoken")
+_SECRET_VALUES = (
+    (re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"), "an AWS access key ID"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"\b(?:ghp_[A-Za-z0-9]{36}|github_pat_\w{22,}|hf_[A-Za-z0-9]{30,}"
+                r"|sk-[A-Za-z0-9_-]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}"
+                r"|eyJ[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]+)"), "an API token"),
+)
+
+
+def _char_class(char: str) -> int:
+    return 0 if char.islower() else 1 if char.isupper() else 2 if char.isdigit() else 3
+
+
+def _looks_random(text: str) -> bool:
+    """A long key-like string: no spaces, dots or URL, mixed case and digits, high entropy.
+
+    Random base64 keys change character class (lower, upper, digit) at most
+    characters and carry over 4.2 bits per character; words, paths, model ids,
+    hex digests and UUIDs do not.
+    """
+    if len(text) < 32 or any(c.isspace() for c in text) or "." in text or "://" in text:
+        return False
+    if not (any(c.islower() for c in text) and any(c.isupper() for c in text)
+            and any(c.isdigit() for c in text)):
+        return False
+    counts = collections.Counter(text)
+    entropy = -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+    switches = sum(_char_class(a) != _char_class(b) for a, b in zip(text, text[1:], strict=False))
+    return entropy >= 4.2 and switches / (len(text) - 1) >= 0.4
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+
+
+def secret_reason(name: str, value: Any) -> str | None:
+    """Why the parameter ``name = value`` looks like a secret, or ``None``.
+
+    >>> secret_reason("db_password", "hunter2"), secret_reason("max_tokens", 512)
+    ('its name', None)
+    >>> secret_reason("key", "AKIA" + "Z" * 16)
+    'its value looks like an AWS access key ID'
+    """
+    folded = re.sub(r"[^a-z0-9]", "", name.lower())
+    texts = list(_strings(value))
+    if any(texts) and any(word in folded for word in _SECRET_NAMES):
+        return "its name"
+    for text in texts:
+        for pattern, what in _SECRET_VALUES:
+            if pattern.search(text):
+                return f"its value looks like {what}"
+        if _looks_random(text):
+            return "its value looks like a random key"
+    return None
+
+
+def warn_if_secret(name: str, value: Any, where: str) -> None:
+    """Issue a :class:`SecretParameterWarning` when ``name = value`` looks like a secret.
+
+    The message names the parameter, never its value.
+
+    >>> warn_if_secret("lr", 0.05, "--hp lr=0.05")       # nothing to say
+    """
+    reason = secret_reason(name, value)
+    if reason:
+        warnings.warn(
+            f"{where}: the parameter {name} looks like a secret ({reason}); parameters are "
+            "stored in S3 and shown in the SageMaker console, so keep secrets in AWS Secrets "
+            "Manager and read them in the training code with "
+            "boto3.client('secretsmanager').get_secret_value(SecretId=...).",
+            SecretParameterWarning, stacklevel=3)
+
+
 # ---------------------------------------------------------------- capture
 
 
@@ -261,6 +363,8 @@ def capture(name: str, source: str, namespace: Mapping[str, Any],
         run(source)
     where = f"%%sm_params {name}"
     values = {n: validate(n, namespace[n], where) for n in names if n in namespace}
+    for parameter, value in values.items():
+        warn_if_secret(parameter, value, where)
     return ParameterSet(name, values)
 
 
@@ -344,7 +448,9 @@ def parse_hp(pair: str) -> tuple[str, Any]:
             value = json.loads(text)
         except ValueError:
             value = text
-    return key, validate(key, value, f"--hp {pair}")
+    validate(key, value, f"--hp {pair}")
+    warn_if_secret(key, value, f"--hp {key}")
+    return key, value
 
 
 def resolve(defaults: Mapping[str, Any], sets: Sequence[Mapping[str, Any] | ParameterSet],

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import usage_error
+from .params import warn_if_secret
 
 __all__ = [
     "BuildContext",
@@ -66,6 +67,9 @@ _APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.:
 _PARAM_MARKER = re.compile(r"#\s*@param\b")
 CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                          "AWS_SECURITY_TOKEN"}
+# Folders left out of a --file folder: build contexts (so `--file .` does not nest
+# earlier builds), version control and caches.
+_SKIPPED_DIRS = {".sm_magics", ".git", "__pycache__", ".ipynb_checkpoints"}
 _RESERVED_FILES = {"Dockerfile", "train.py", "requirements.txt", ".dockerignore"}
 _INSTRUCTIONS = {
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
@@ -251,6 +255,7 @@ def rewrite_params(code: str, name: str = "cell") -> ParamScript:
                 f"(again on line {lineno}). Keep one declaration."
             )
         defaults[variable] = default
+        warn_if_secret(variable, default, f"%%sm_container {name} `# @param`")
         start = _char_offset(lines, value.lineno, value.col_offset)
         end = _char_offset(lines, value.end_lineno or value.lineno, value.end_col_offset or 0)
         call = f"param({json.dumps(variable, ensure_ascii=False)})"
@@ -421,7 +426,13 @@ def _collect_files(recipe: Recipe) -> dict[str, ContextFile]:
                 "which is taken (by another --file or by a generated file: "
                 f"{', '.join(sorted(_RESERVED_FILES))}). Rename it."
             )
-        members = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        if not (path.is_file() or path.is_dir()):
+            raise usage_error(
+                f"%%sm_container {recipe.name}: --file {given} is neither a file nor a folder."
+            )
+        members = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and not _SKIPPED_DIRS & set(p.relative_to(path).parts[:-1]))
         for member in members:
             relative = top if member == path else f"{top}/{member.relative_to(path).as_posix()}"
             executable = os.stat(member).st_mode & stat.S_IXUSR
@@ -433,6 +444,11 @@ def _requirements(recipe: Recipe) -> str:
     lines: list[str] = []
     if recipe.requirements:
         path = (recipe.cwd / recipe.requirements).expanduser()
+        if path.exists() and not path.is_file():
+            raise usage_error(
+                f"%%sm_container {recipe.name}: --requirements {recipe.requirements} is not a "
+                "file. Give a requirements file, e.g. --requirements requirements.txt."
+            )
         try:
             lines += path.read_text().splitlines()
         except OSError as exc:

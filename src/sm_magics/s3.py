@@ -13,6 +13,10 @@ synced by content: each object carries the SHA-256 of its bytes as metadata
 mtime, SHA-256 and the ETag S3 gave the upload. An unchanged re-sync is then
 one ``ListObjectsV2`` call and no download, however the mtimes moved.
 
+Every request to the session's bucket names its owner (``ExpectedBucketOwner``:
+a bucket of the same name in another account is refused), and every upload asks
+for the bucket's own server-side encryption (:func:`upload_encryption`).
+
 Example::
 
     >>> aws = AwsContext(resolve())
@@ -46,13 +50,15 @@ __all__ = [
     "parse_s3_uri",
     "read_params",
     "sync_dir",
+    "upload_encryption",
     "upload_params",
 ]
 
 IGNORED_DIRS = frozenset({".git", "__pycache__", ".ipynb_checkpoints"})
 SINGLE_PUT_LIMIT = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
-_READY_BUCKETS: set[tuple[str | None, str | None, str]] = set()
+# Buckets checked in this process, with the encryption arguments of uploads to them.
+_READY_BUCKETS: dict[tuple[str | None, str | None, str], dict[str, str]] = {}
 _READY_LOCK = threading.Lock()
 
 
@@ -134,9 +140,49 @@ def ensure_bucket(aws) -> str:
                 "bucket`) to use the SageMaker default bucket."
             ) from None
         _create_bucket(s3, bucket, aws.settings.region, aws.account)
+    encryption = _default_encryption(s3, bucket, aws.account)
     with _READY_LOCK:
-        _READY_BUCKETS.add(marker)
+        _READY_BUCKETS[marker] = encryption
     return bucket
+
+
+def upload_encryption(aws) -> dict[str, str]:
+    """The server-side encryption arguments of every upload to the bucket of ``aws``.
+
+    They follow the bucket's default encryption, so an upload never weakens it:
+    SSE-KMS with the bucket's key when it uses KMS, else SSE-S3 (AES256). When
+    the credentials may not read the bucket's encryption setting, nothing is
+    sent and the bucket's default applies. Asked once per bucket and process.
+
+    >>> upload_encryption(aws)
+    {'ServerSideEncryption': 'AES256'}
+    """
+    bucket = ensure_bucket(aws)
+    with _READY_LOCK:
+        return dict(_READY_BUCKETS[(aws.settings.endpoint_url, aws.settings.region, bucket)])
+
+
+def _default_encryption(s3, bucket: str, owner: str) -> dict[str, str]:
+    from botocore.exceptions import ClientError
+
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket, ExpectedBucketOwner=owner)[
+            "ServerSideEncryptionConfiguration"]["Rules"]
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code in ("403", "AccessDenied"):
+            return {}
+        if code != "ServerSideEncryptionConfigurationNotFoundError":
+            raise
+        rules = []
+    for rule in rules:
+        default = rule.get("ApplyServerSideEncryptionByDefault") or {}
+        if default.get("SSEAlgorithm", "").startswith("aws:kms"):
+            args = {"ServerSideEncryption": default["SSEAlgorithm"]}
+            if default.get("KMSMasterKeyID"):
+                args["SSEKMSKeyId"] = default["KMSMasterKeyID"]
+            return args
+    return {"ServerSideEncryption": "AES256"}
 
 
 def _create_bucket(s3, bucket: str, region: str, owner: str) -> None:
@@ -187,6 +233,7 @@ def upload_params(aws, container: str, doc: dict[str, Any]) -> str:
     from botocore.exceptions import ClientError
 
     bucket = ensure_bucket(aws)
+    encryption = upload_encryption(aws)
     body = canonical_json(doc).encode("utf-8")
     digest = hashlib.sha256(body)
     key = f"{_key_prefix(aws, container)}/params/{digest.hexdigest()}.json"
@@ -204,7 +251,7 @@ def upload_params(aws, container: str, doc: dict[str, Any]) -> str:
             Bucket=bucket, Key=key, Body=body, ContentType="application/json",
             ContentMD5=_b64(hashlib.md5(body).digest()), ChecksumSHA256=_b64(digest.digest()),
             Metadata={"sha256": digest.hexdigest()}, IfNoneMatch="*",
-            ExpectedBucketOwner=owner,
+            ExpectedBucketOwner=owner, **encryption,
         )
     except ClientError as exc:
         # Another run wrote the same document first: the content is the same.
@@ -361,8 +408,7 @@ def sync_dir(
         raise usage_error(f"--input: the local path {root} does not exist.")
     bucket, prefix = parse_s3_uri(s3_uri)
     prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    if bucket == aws.bucket:
-        ensure_bucket(aws)
+    encryption = upload_encryption(aws) if bucket == aws.bucket else {}
     owner = aws.account
     s3 = aws.client("s3")
     counter = _RequestCounter()
@@ -404,7 +450,8 @@ def sync_dir(
 
     stale = sorted(key for key in remote if key[len(prefix):] not in state)
     try:
-        _upload_all(s3, bucket, prefix, owner, local, state, to_upload, result, progress, workers)
+        _upload_all(s3, bucket, prefix, owner, local, state, to_upload, result, progress, workers,
+                    encryption)
         for start in range(0, len(stale), 1000):
             batch = stale[start:start + 1000]
             s3.delete_objects(Bucket=bucket, ExpectedBucketOwner=owner, Delete={
@@ -433,7 +480,8 @@ class _RequestCounter:
             self.count += 1
 
 
-def _upload_all(s3, bucket, prefix, owner, local, state, names, result, progress, workers):
+def _upload_all(s3, bucket, prefix, owner, local, state, names, result, progress, workers,
+                encryption):
     total = sum(state[rel]["size"] for rel in names)
     lock = threading.Lock()
     sent = [0]
@@ -456,13 +504,14 @@ def _upload_all(s3, bucket, prefix, owner, local, state, names, result, progress
             answer = s3.put_object(
                 Bucket=bucket, Key=key, Body=body, Metadata=metadata,
                 ContentMD5=_b64(hashlib.md5(body).digest()),
-                ChecksumSHA256=_b64(bytes.fromhex(entry["sha256"])), ExpectedBucketOwner=owner)
+                ChecksumSHA256=_b64(bytes.fromhex(entry["sha256"])), ExpectedBucketOwner=owner,
+                **encryption)
             etag = answer["ETag"]
             advance(len(body))
         else:
             s3.upload_file(str(local[rel]), bucket, key, Callback=advance, ExtraArgs={
                 "Metadata": metadata, "ChecksumAlgorithm": "SHA256",
-                "ExpectedBucketOwner": owner})
+                "ExpectedBucketOwner": owner, **encryption})
             etag = s3.head_object(Bucket=bucket, Key=key, ExpectedBucketOwner=owner)["ETag"]
         with lock:
             entry["etag"], entry["uploaded_sha256"] = etag, entry["sha256"]

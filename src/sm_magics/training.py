@@ -55,6 +55,7 @@ class TrainOptions:
     job_name: str | None = None
     metrics: Sequence[str] = ()
     notebook: str | None = None
+    local: bool = False
 
 
 @dataclass
@@ -114,6 +115,11 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
     target = options.target
     image = images.get(target)
     if image is not None:
+        if not image.pushed and not options.local:
+            raise usage_error(
+                f"%sm_train: the image of '{target}' was built with --no-push, so it exists "
+                "only in this machine's Docker engine. Run it here with `--local`, or run the "
+                "container cell without --no-push.")
         container, image_uri, digest = image.name, image.uri, image.digest
         defaults = dict(image.param_defaults)
         train_py = Path(image.build_dir) / "train.py"
@@ -208,7 +214,10 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
     if len(definitions) > 40:
         raise usage_error("%sm_train: SageMaker takes at most 40 metric definitions.")
 
-    if not settings.role:
+    role = settings.role
+    if options.local and not role:
+        role = f"arn:aws:iam::{aws.account}:role/sm-magics-local"  # required, not used locally
+    if not role:
         raise usage_error(
             "No execution role for the training job. Give one with `%sm_config --role "
             "arn:aws:iam::<account>:role/<SageMakerExecutionRole>` (or run in SageMaker Studio, "
@@ -231,7 +240,7 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
         instance_type=instance_type, instance_count=options.instance_count,
         volume_size=options.volume_size, max_run=max_run, max_wait=max_wait,
         keep_alive=keep_alive, spot=options.spot, env=env, tags=all_tags,
-        metric_definitions=definitions, role=settings.role, image=image,
+        metric_definitions=definitions, role=role, image=image,
     )
 
 
@@ -298,12 +307,19 @@ def upload_inputs(aws, job: JobPlan, progress=None) -> tuple[str, dict[str, str]
     return params_uri, inputs, output
 
 
-def start(aws, job: JobPlan, progress=None) -> dict:
-    """Upload what the job needs and create it; returns the request that was sent."""
+def start(aws, job: JobPlan, progress=None, local_jobs=None) -> dict:
+    """Upload what the job needs and create it; returns the request that was sent.
+
+    With ``local_jobs`` (:class:`~sm_magics.local.LocalJobs`) the job runs on
+    this machine's Docker engine instead of SageMaker.
+    """
     from botocore.exceptions import ClientError
 
     params_uri, inputs, output = upload_inputs(aws, job, progress)
     request = create_request(job, params_uri, inputs, output)
+    if local_jobs is not None:
+        local_jobs.create(request)
+        return request
     try:
         aws.client("sagemaker").create_training_job(**request)
     except ClientError as exc:

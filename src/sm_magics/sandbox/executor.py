@@ -219,6 +219,7 @@ class _Job:
         self.last_metrics: dict[str, tuple[float, float]] = {}
         self.last_line = ""
         self.active = False
+        self.kept_lines: list[tuple[int, str]] = []  # the output, when no CloudWatch Logs
 
     @property
     def name(self) -> str:
@@ -267,6 +268,10 @@ class _LogShipper:
                 job.record["FinalMetricDataList"] = final
         if changed:
             self.executor._save(job)
+        if self.executor.logs is None:
+            with job.lock:
+                job.kept_lines.extend(lines)
+            return
         events = [{"timestamp": at, "message": line[:_EVENT_LIMIT]} for at, line in lines if line]
         for start in range(0, len(events), _LOG_BATCH):
             self.executor.logs.put_log_events(
@@ -296,7 +301,9 @@ class TrainingJobExecutor:
 
     ``endpoint_url`` is the sandbox's own AWS endpoint (S3 and CloudWatch Logs
     are reached through it), ``home`` the sandbox home where job records are
-    kept. At most ``max_concurrent`` jobs run at once; the others wait in
+    kept. Without an endpoint (``%sm_train --local``), ``s3`` is the caller's
+    own S3 client and the output stays in memory (:meth:`log_events`) instead
+    of going to CloudWatch. At most ``max_concurrent`` jobs run at once; the others wait in
     ``Starting``. ``stop_grace`` is the time between SIGTERM and SIGKILL.
 
     >>> executor = TrainingJobExecutor("http://127.0.0.1:4599", Path("/tmp/sandbox"))
@@ -306,9 +313,10 @@ class TrainingJobExecutor:
 
     def __init__(
         self,
-        endpoint_url: str,
+        endpoint_url: str | None,
         home: Path,
         *,
+        s3=None,
         region: str = "us-east-1",
         account: str = "123456789012",
         max_concurrent: int = 2,
@@ -326,12 +334,17 @@ class TrainingJobExecutor:
         self.work_dir = self.home / "training-work"
         self.records_dir.mkdir(parents=True, exist_ok=True)
         self.model = _service_model()
-        session = boto3.session.Session(aws_access_key_id="sandbox",
-                                        aws_secret_access_key="sandbox", region_name=region)
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
-        self.s3 = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self.logs = session.client("logs", endpoint_url=endpoint_url, config=config)
-        self.cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url, config=config)
+        if endpoint_url is None:
+            self.s3, self.logs, self.cloudwatch = s3, None, None
+        else:
+            session = boto3.session.Session(aws_access_key_id="sandbox",
+                                            aws_secret_access_key="sandbox",
+                                            region_name=region)
+            config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
+            self.s3 = session.client("s3", endpoint_url=endpoint_url, config=config)
+            self.logs = session.client("logs", endpoint_url=endpoint_url, config=config)
+            self.cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url,
+                                             config=config)
         self._docker = None
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
@@ -744,9 +757,10 @@ class TrainingJobExecutor:
             raise _JobFailed(f"ClientError: Could not pull the training image {image}: "
                              f"{_docker_message(exc)}") from exc
         stream = f"{job.name}/algo-1-{int(time.time())}"
-        with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
-            self.logs.create_log_group(logGroupName=LOG_GROUP)
-        self.logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        if self.logs is not None:
+            with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
+                self.logs.create_log_group(logGroupName=LOG_GROUP)
+            self.logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
         patterns = [(d["Name"], re.compile(d["Regex"]))
                     for d in record["AlgorithmSpecification"].get("MetricDefinitions") or []]
         run = ContainerRun(
@@ -818,6 +832,15 @@ class TrainingJobExecutor:
         with job.lock:
             job.record["ModelArtifacts"] = {"S3ModelArtifacts": f"s3://{bucket}/{key}/model.tar.gz"}
         self._save(job)
+
+    def log_events(self, name: str, start: int = 0) -> list[tuple[int, str]]:
+        """Output lines of job ``name`` from position ``start`` (no CloudWatch Logs: local runs).
+
+        Each line is ``(epoch milliseconds, text)``.
+        """
+        job = self._job(name)
+        with job.lock:
+            return job.kept_lines[start:]
 
     # -------------------------------------------------------------- lifecycle
 
