@@ -21,7 +21,9 @@ def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
            if not k.startswith(("AWS_", "SM_MAGICS_"))}
     env["SM_MAGICS_SANDBOX_HOME"] = str(tmp_path / "sandbox-home")
     output = tmp_path / name
-    assert run_notebook(NOTEBOOKS / name, output, timeout=900, env=env) == 0
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    assert run_notebook(NOTEBOOKS / name, output, timeout=900, env=env, workdir=workdir) == 0
     return nbformat.read(output, as_version=4)
 
 
@@ -92,3 +94,18 @@ def test_parameters_and_data_sweeps_from_one_image(tmp_path):
     assert jobs.count("Completed") == 4 and len(images) == 1
     hashes = re.findall(r"wine:[0-9a-f]+\s+([0-9a-f]{12})", jobs)
     assert len(set(hashes)) == 4
+
+
+def test_own_dockerfile_runs_locally_and_as_a_job(tmp_path):
+    notebook = execute("own-dockerfile-and-local-runs.ipynb", tmp_path)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
+    built = next(out for first, out in outputs if first.startswith("%%sm_container summary"))
+    assert "(built and pushed)" in built
+    local = next(out for first, out in outputs if first.startswith("local_run = %sm_train"))
+    assert ": Completed (Completed)" in local and "metrics: mean=50.5" in local
+    summaries = [out for first, out in outputs if first.startswith(("import json", "json.loads"))]
+    assert "'label': 'local'" in summaries[0] and "'mean': 50.5" in summaries[0]
+    assert "'label': 'sagemaker'" in summaries[1] and "'count': 100" in summaries[1]
+    final = next(out for first, out in outputs if first.startswith("job.describe()"))
+    assert "'MetricName': 'mean'" in final and "'Value': 50.5" in final

@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_notebook(path: Path, output: Path, timeout: int = 1800,
-                 env: dict[str, str] | None = None) -> int:
-    """Execute ``path`` in its own folder and save it, with outputs and widget state, to ``output``.
+                 env: dict[str, str] | None = None, workdir: Path | None = None) -> int:
+    """Execute ``path`` and save it, with outputs and widget state, to ``output``.
+
+    The kernel runs in ``workdir`` (default: the notebook's own folder).
 
     Returns 0 when every cell ran, 1 when a cell failed (the notebook is saved either way).
     """
@@ -82,7 +84,7 @@ def run_notebook(path: Path, output: Path, timeout: int = 1800,
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook, timeout=timeout, kernel_name="python3", store_widget_state=True,
-        resources={"metadata": {"path": str(path.resolve().parent)}},
+        resources={"metadata": {"path": str(workdir or path.resolve().parent)}},
     )
     status = 0
     try:

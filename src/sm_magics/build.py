@@ -231,6 +231,7 @@ class BuildService:
             events = client.api.build(
                 path=str(build_dir), tag=reference, rm=True, forcerm=True, decode=True,
                 network_mode="host", pull=False,
+                buildargs=dict(context.build_args) or None,
             )
             for event in events:
                 if "error" in event:

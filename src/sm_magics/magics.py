@@ -259,7 +259,8 @@ class SageMakerMagics(Magics, Configurable):
     @argument("--env", nargs="+", action="extend", default=[], metavar="K=V",
               help="Environment variables of the image.")
     @argument("--dockerfile", action="store_true",
-              help="The cell is a complete Dockerfile instead of training code.")
+              help="The cell is a complete Dockerfile instead of training code; "
+              "`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}` uses the base setting.")
     @argument("--no-push", action="store_true",
               help="Build in the local Docker engine only: no ECR, no push.")
     @argument("--builder", help="How the image is built: docker (the default).")

@@ -331,6 +331,7 @@ class BuildContext:
     files: Mapping[str, ContextFile]
     param_defaults: dict[str, Any]
     sha256: str
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -573,7 +574,10 @@ def prepare(recipe: Recipe) -> BuildContext:
             )
         check_dockerfile(recipe.body)
         files["Dockerfile"] = ContextFile(0o644, data=recipe.body.encode())
-        return BuildContext(name, None, files, {}, _content_hash(None, files))
+        # `ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}` lets one Dockerfile follow the base setting
+        base = recipe.base if re.search(r"^\s*ARG\s+BASE_IMAGE\b", recipe.body, re.M) else None
+        return BuildContext(name, base, files, {}, _content_hash(base, files),
+                            {"BASE_IMAGE": base} if base else {})
 
     if not recipe.base:
         raise usage_error(f"%%sm_container {name}: no base image; give --base IMAGE.")
