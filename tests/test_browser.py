@@ -42,7 +42,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 RUN_TIMEOUT = 600  # seconds for the whole notebook; the first image build pip-installs scikit-learn
 LAB_SETTINGS = {
     # every cell stays in the page, so off-screen panels can be read and photographed
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    # and the notebook's own kernel starts without a "Select Kernel" dialog
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none", "autoStartDefaultKernel": True},
     # no news or update checks: the page talks to 127.0.0.1 only
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false", "checkForUpdates": False},
@@ -166,6 +168,8 @@ def _run_all_and_wait(page, lab: Lab) -> None:
                               "'application/vnd.jupyter.stderr']").all_inner_texts()
         failed = [text for text in errors if re.search(r"^\w*(Error|Failure)\b", text, re.M)]
         assert not failed, "a cell failed in the browser:\n" + "\n".join(failed)
+        dialogs = page.locator(".jp-Dialog").all_inner_texts()
+        assert not dialogs, "JupyterLab asks something:\n" + "\n".join(dialogs)
         assert time.monotonic() < deadline, (
             f"the notebook did not finish in {RUN_TIMEOUT}s; the page shows:\n"
             f"{_outputs_text(page)[-3000:]}\n\nserver log:\n{lab.log.read_text()[-3000:]}")
@@ -211,7 +215,7 @@ def test_the_job_panel_shows_the_model_uri_and_a_chart_of_the_logged_metric(page
     assert line.count() == 1
     assert len(line.get_attribute("points").split()) == 4  # one point per step of the curve
     assert line.bounding_box()["width"] > 100  # drawn, not collapsed
-    assert "test_accuracy" in panel.locator("svg.sm-chart text").inner_text()
+    assert "test_accuracy" in panel.locator("svg.sm-chart text").text_content()
 
 
 def test_the_build_panel_ends_with_the_pushed_image(page):

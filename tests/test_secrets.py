@@ -8,7 +8,8 @@ and a notebook doing the same is executed. Every place a credential could leak
 to is then read back and searched for the planted strings: the build context,
 every layer and the config of the pushed image (through the registry's HTTP
 API), the job's description (hyperparameters, environment), its CloudWatch log
-events, the S3 objects it used and wrote, and the saved notebook.
+events (where the training code prints its whole environment), the S3 objects
+it used and wrote, the sandbox's own logs and records, and the saved notebook.
 
 Parameters that look like secrets raise a :class:`SecretParameterWarning`
 pointing to AWS Secrets Manager.
@@ -83,7 +84,7 @@ def tar_leaks(data: bytes, where: str) -> list[str]:
             if member.isfile():
                 content = tar.extractfile(member).read()
                 found += [f"{where}: {member.name}: {n}" for n in leaks(content)]
-                if member.name.endswith(".gz"):
+                if content[:2] == b"\x1f\x8b":
                     found += [f"{where}: {member.name} (gunzipped): {n}"
                               for n in leaks(gzip.decompress(content))]
     return found
@@ -121,14 +122,18 @@ def registry_get(path: str, accept: str | None = None) -> bytes:
         return response.read()
 
 
-def image_leaks(name: str, tag: str) -> tuple[list[str], int]:
-    """Planted credentials in the pushed image's config and every layer; and the layer count."""
+def image_leaks(name: str, tag: str) -> tuple[list[str], set[str]]:
+    """Planted credentials in the pushed image's config and every layer; and the files read."""
     manifest = json.loads(registry_get(f"{name}/manifests/{tag}", MANIFEST))
     config = registry_get(f"{name}/blobs/{manifest['config']['digest']}")
     found = [f"image config: {n}" for n in leaks(config)]
+    files: set[str] = set()
     for layer in manifest["layers"]:
-        found += tar_leaks(registry_get(f"{name}/blobs/{layer['digest']}"), layer["digest"])
-    return found, len(manifest["layers"])
+        blob = registry_get(f"{name}/blobs/{layer['digest']}")
+        found += tar_leaks(blob, layer["digest"])
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
+            files |= {name.removeprefix("./") for name in tar.getnames()}
+    return found, files
 
 
 def files_leaks(root: Path) -> list[str]:
@@ -164,21 +169,25 @@ def s3_leaks(described: dict) -> tuple[list[str], int]:
     return found, len(uris)
 
 
-def test_planted_credentials_reach_no_image_job_log_or_artifact(ip, planted, tmp_path):
+def test_planted_credentials_reach_no_image_job_log_or_artifact(ip, sandbox, planted, tmp_path):
     ip.run_cell_magic("sm_params", "leak", "epochs = 2\n")
     image = ip.run_cell_magic(
         "sm_container", "secrets-scan -o image --env MODE=scan "
         "--run 'env > /opt/program/build-environment.txt'", TRAINING_CODE)
     run = ip.run_line_magic("sm_train", "secrets-scan --params leak --hp note=hello --wait")
     assert image.built and run.status == "Completed"
+    [session] = aws_module._SESSIONS.values()
+    assert session.get_credentials().access_key == PLANTED["environment AWS_ACCESS_KEY_ID"]
 
     context_leaks = files_leaks(tmp_path / ".sm_magics")
-    layer_leaks, layers = image_leaks("secrets-scan", image.tag)
+    layer_leaks, image_files = image_leaks("secrets-scan", image.tag)
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=run.name)
     log = job_log_text(run.name)
     artifact_leaks, objects = s3_leaks(described)
 
-    assert (image.build_dir / "Dockerfile").is_file() and layers >= 2
+    assert (image.build_dir / "Dockerfile").is_file()
+    assert {"opt/program/build-environment.txt", "opt/program/train.py", "usr/bin/python3"
+            } <= image_files
     assert "environment:" in log and "/root/.aws/credentials is absent" in log
     assert context_leaks == []
     assert layer_leaks == []
@@ -186,11 +195,13 @@ def test_planted_credentials_reach_no_image_job_log_or_artifact(ip, planted, tmp
     assert leaks(log.encode()) == []
     assert artifact_leaks == [] and objects == 2
     assert leaks(json.dumps(dict(ip.user_ns["image"].__dict__), default=str).encode()) == []
+    assert files_leaks(sandbox.home) == []  # the endpoint's own log and job records
 
 
 NOTEBOOK_CELLS = [
     "%load_ext sm_magics",
     "%sm_config",
+    "import os\nprint('planted:', len(os.environ['AWS_SECRET_ACCESS_KEY']), 'characters')",
     "%%sm_params nb\nepochs = 1",
     "%%sm_container secrets-notebook\n" + TRAINING_CODE,
     "job = %sm_train secrets-notebook --params nb --wait\njob",
@@ -210,6 +221,7 @@ def test_a_notebook_run_with_planted_credentials_saves_none_of_them(planted, tmp
                         env=dict(os.environ)) == 0
 
     saved = output.read_bytes()
+    assert b"planted: 40 characters" in saved
     assert b"environment:" in saved and b"Completed" in saved
     assert leaks(saved) == []
     assert files_leaks(folder / ".sm_magics") == []
