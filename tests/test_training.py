@@ -298,3 +298,31 @@ def test_a_local_run_can_be_stopped(ip, sandbox, capsys):
     leftovers = docker.from_env().containers.list(
         all=True, filters={"label": f"sm-magics.training-run={run.name}"})
     assert leftovers == []
+
+
+def test_interrupting_a_wait_detaches_and_leaves_the_job_running(ip, sandbox, capsys):
+    import _thread
+    import threading
+
+    ip.run_cell_magic("sm_container", "train-interrupted",
+                      'import time\nprint("working", flush=True)\ntime.sleep(600)\n')
+    sagemaker = boto3.client("sagemaker")
+
+    def interrupt_once_training():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            names = jobs_named("train-interrupted")
+            if names and sagemaker.describe_training_job(
+                    TrainingJobName=names[0])["SecondaryStatus"] == "Training":
+                _thread.interrupt_main()  # what Ctrl-C / the notebook's stop button sends
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    run = ip.run_line_magic("sm_train", "train-interrupted --wait")
+    out = capsys.readouterr().out
+    assert f"Stopped waiting. The job {run.name} goes on; `%sm_stop {run.name}` stops it" in out
+    assert run.describe()["TrainingJobStatus"] == "InProgress"
+    run.stop()
+    assert run.watcher.wait(120)
+    assert run.status == "Stopped"
