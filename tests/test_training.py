@@ -326,3 +326,27 @@ def test_interrupting_a_wait_detaches_and_leaves_the_job_running(ip, sandbox, ca
     run.stop()
     assert run.watcher.wait(120)
     assert run.status == "Stopped"
+
+
+def test_attach_from_a_new_kernel_shows_the_finished_job(trained, tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from sm_magics.__main__ import run_notebook
+
+    run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
+    notebook = new_notebook(cells=[
+        new_code_cell("%load_ext sm_magics"),
+        new_code_cell(f"job = %sm_attach {run.name} --wait"),
+        new_code_cell("print(job.status, job.model_data)"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+    source, output = tmp_path / "attach.ipynb", tmp_path / "attach.out.ipynb"
+    nbformat.write(notebook, source)
+    assert run_notebook(source, output, timeout=300, workdir=tmp_path) == 0
+    cells = nbformat.read(output, as_version=4).cells
+    printed = "".join(o.get("text", "") for o in cells[2].outputs)
+    assert printed.strip() == f"Completed {run.model_data}"
+    panel = cells[1].outputs[0]["data"]
+    assert f"Training job {run.name}: Completed" in panel["text/plain"]
+    assert run.model_data in panel["text/html"]
