@@ -57,17 +57,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=11)
     args = parser.parse_args()
 
+    from sm_magics.sandbox import temporary_sandbox
+
+    with temporary_sandbox(log=print):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     from IPython.core.interactiveshell import InteractiveShell
 
     from sm_magics.recipe import Recipe, prepare
-    from sm_magics.sandbox import Sandbox
 
-    home = Path(tempfile.mkdtemp(prefix="sm-magics-bench-sandbox-"))
     work = Path(tempfile.mkdtemp(prefix="sm-magics-bench-work-"))
-    os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
-    box = Sandbox(home)
-    box.start(log=print)
-    previous = box.apply_environment()
     os.chdir(work)
     (work / "config.json").write_text('{"depth": 3}\n')
     shell = InteractiveShell.instance()
@@ -132,8 +133,6 @@ def main() -> None:
         for image in client.images.list(name=f"{registry}/bench-build"):
             for tag in image.tags:
                 client.images.remove(tag)
-        box.restore_environment(previous)
-        box.stop()
 
 
 if __name__ == "__main__":

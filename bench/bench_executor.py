@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
 import tarfile
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 TRAIN = "#!/bin/sh\nmkdir -p /opt/ml/model\necho trained\nprintf x > /opt/ml/model/model.bin\n"
 
@@ -85,36 +82,30 @@ def main() -> None:
     import boto3
     import docker
 
-    from sm_magics.sandbox import Sandbox
+    from sm_magics.sandbox import temporary_sandbox
 
-    with tempfile.TemporaryDirectory(prefix="sm-magics-bench-") as home:
-        os.environ["SM_MAGICS_SANDBOX_HOME"] = home
-        box = Sandbox(Path(home))
-        box.start()
-        try:
-            env = box.environment()
-            session = boto3.session.Session(
-                aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
-            sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
-            session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
-            client = docker.from_env()
-            uri = f"{env['SM_MAGICS_REGISTRY']}/bench-trivial:{uuid.uuid4().hex[:8]}"
-            build_and_push(client, uri)
+    with temporary_sandbox() as box:
+        env = box.environment()
+        session = boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
+        sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
+        session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+        client = docker.from_env()
+        uri = f"{env['SM_MAGICS_REGISTRY']}/bench-trivial:{uuid.uuid4().hex[:8]}"
+        build_and_push(client, uri)
 
-            docker_run(client, uri)  # warm-up: page cache, engine
-            executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
-            baseline, executor, phases = [], [], {}
-            for _ in range(args.runs):
-                baseline.append(docker_run(client, uri))
-                elapsed, described = executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
-                executor.append(elapsed)
-                for step in described["SecondaryStatusTransitions"]:
-                    spent = (step["EndTime"] - step["StartTime"]).total_seconds()
-                    phases.setdefault(step["Status"], []).append(spent)
-            client.images.remove(uri)
-        finally:
-            box.stop()
+        docker_run(client, uri)  # warm-up: page cache, engine
+        executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
+        baseline, executor, phases = [], [], {}
+        for _ in range(args.runs):
+            baseline.append(docker_run(client, uri))
+            elapsed, described = executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
+            executor.append(elapsed)
+            for step in described["SecondaryStatusTransitions"]:
+                spent = (step["EndTime"] - step["StartTime"]).total_seconds()
+                phases.setdefault(step["Status"], []).append(spent)
+        client.images.remove(uri)
 
     docker_median = statistics.median(baseline)
     executor_median = statistics.median(executor)

@@ -105,25 +105,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from sm_magics.sandbox import Sandbox
+    from sm_magics.sandbox import temporary_sandbox
 
-    with tempfile.TemporaryDirectory(prefix="sm-magics-bench-") as scratch:
-        scratch_dir = Path(scratch)
-        home = scratch_dir / "sandbox"
-        previous_home = os.environ.get("SM_MAGICS_SANDBOX_HOME")
-        os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
-        box = Sandbox(home)
-        box.start()
-        previous_env = box.apply_environment()
-        try:
-            run(scratch_dir, args.files, args.rounds)
-        finally:
-            box.restore_environment(previous_env)
-            box.stop()
-            if previous_home is None:
-                os.environ.pop("SM_MAGICS_SANDBOX_HOME", None)
-            else:
-                os.environ["SM_MAGICS_SANDBOX_HOME"] = previous_home
+    with tempfile.TemporaryDirectory(prefix="sm-magics-bench-") as scratch, \
+            temporary_sandbox():
+        run(Path(scratch), args.files, args.rounds)
 
 
 def run(scratch: Path, count: int, rounds: int) -> None:

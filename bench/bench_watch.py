@@ -22,8 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 COUNTING = """
 import json, sys, time
@@ -78,19 +76,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=120)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="sm-bench-watch-"))
-    os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
     from IPython.core.interactiveshell import InteractiveShell
 
-    from sm_magics.sandbox import Sandbox
+    from sm_magics.sandbox import temporary_sandbox
 
-    box = Sandbox(home)
-    box.start()
-    previous = box.apply_environment()
-    try:
+    with temporary_sandbox() as box:
         ip = InteractiveShell.instance()
         ip.run_line_magic("load_ext", "sm_magics")
-        os.chdir(home)
+        os.chdir(box.home)
         ip.run_cell_magic("sm_container", "bench-watch", CELL.format(seconds=args.seconds))
         run = ip.run_line_magic("sm_train", "bench-watch")
         run.watcher.close()
@@ -101,9 +94,6 @@ def main() -> None:
                  for label, code in (("sm-magics panel", OURS), ("SageMaker SDK wait", SDK))}
         results = {label: json.loads(p.communicate()[0].strip().splitlines()[-1])
                    for label, p in procs.items()}
-    finally:
-        box.restore_environment(previous)
-        box.stop()
 
     print(f"job of {args.seconds} s, watched from start to end by both at once")
     print(f"{'watcher':<20} {'requests':>8} {'per min':>8} {'CPU s':>7} {'CPU %':>6}  status")

@@ -13,7 +13,6 @@ and points ``os.environ`` at them, as ``%sm_sandbox start`` does.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -45,18 +44,7 @@ def ip(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
     """The running sandbox (started once per session, stopped at the end)."""
-    from sm_magics.sandbox import Sandbox
+    from sm_magics.sandbox import temporary_sandbox
 
-    home = Path(tmp_path_factory.mktemp("sandbox-home"))
-    old_home = os.environ.get("SM_MAGICS_SANDBOX_HOME")
-    os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
-    box = Sandbox(home)
-    box.start()
-    previous = box.apply_environment()
-    yield box
-    box.restore_environment(previous)
-    box.stop()
-    if old_home is None:
-        os.environ.pop("SM_MAGICS_SANDBOX_HOME", None)
-    else:
-        os.environ["SM_MAGICS_SANDBOX_HOME"] = old_home
+    with temporary_sandbox(Path(tmp_path_factory.mktemp("sandbox-home"))) as box:
+        yield box

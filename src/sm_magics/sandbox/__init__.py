@@ -4,6 +4,14 @@ See :mod:`sm_magics.sandbox.services` for what runs, and
 ``python -m sm_magics sandbox start|stop|status|env`` for the shell interface.
 """
 
-from .services import SANDBOX_ACCOUNT, SANDBOX_REGION, Sandbox, SandboxStatus, sandbox_home
+from .services import (
+    SANDBOX_ACCOUNT,
+    SANDBOX_REGION,
+    Sandbox,
+    SandboxStatus,
+    sandbox_home,
+    temporary_sandbox,
+)
 
-__all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus", "sandbox_home"]
+__all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus", "sandbox_home",
+           "temporary_sandbox"]

@@ -31,10 +31,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from ..config import SANDBOX_VARS
 from ..docker_engine import START_HINT, engine_problem
 from ..errors import usage_error
 
-__all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus"]
+__all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus", "temporary_sandbox"]
 
 SANDBOX_REGION = "us-east-1"
 SANDBOX_ACCOUNT = "123456789012"
@@ -455,3 +456,35 @@ class Sandbox:
         if not state:
             status.note = "The sandbox is not running. Start it with `%sm_sandbox start`."
         return status
+
+
+@contextlib.contextmanager
+def temporary_sandbox(home: Path | None = None,
+                      log: Callable[[str], None] = lambda _: None) -> Iterator[Sandbox]:
+    """A sandbox of its own, with this process's environment pointed at it, for a while.
+
+    For scripts, benchmarks and tests: starts the services under ``home`` (a new
+    temporary folder by default), applies :meth:`Sandbox.environment` to
+    ``os.environ``, and on exit restores the environment, stops the services
+    and removes a temporary home.
+
+    >>> with temporary_sandbox() as box:
+    ...     boto3.client("s3").list_buckets()
+    """
+    owned = home is None
+    home = Path(tempfile.mkdtemp(prefix="sm-magics-sandbox-")) if owned else Path(home)
+    previous_home = os.environ.get("SM_MAGICS_SANDBOX_HOME")
+    os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
+    box = Sandbox(home)
+    try:
+        box.start(log=log)
+        previous = box.apply_environment()
+        try:
+            yield box
+        finally:
+            box.restore_environment(previous)
+    finally:
+        box.stop()
+        Sandbox.restore_environment({"SM_MAGICS_SANDBOX_HOME": previous_home})
+        if owned:
+            shutil.rmtree(home, ignore_errors=True)
