@@ -78,4 +78,4 @@ class AwsContext:
     @cached_property
     def bucket(self) -> str:
         """The configured bucket, or the SageMaker default ``sagemaker-<region>-<account>``."""
-        return self.settings.bucket or f"sagemaker-{self.settings.region}-{self.account}"
+        return self.settings.bucket or self.settings.with_bucket(self.account).bucket
