@@ -472,3 +472,37 @@ def test_the_sandbox_answers_invalid_parameters_like_aws(sandbox, validating_cli
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert "regular expression pattern" in caught.value.response["Error"]["Message"]
     assert client.list_training_jobs(NameContains="ok-name")["TrainingJobSummaries"] == []
+
+
+# ---------------------------------------------------------------- found by the suite
+
+
+def test_a_folder_given_to_file_leaves_out_earlier_build_contexts(tmp_path):
+    from sm_magics.recipe import Recipe, prepare
+
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "util.py").write_text("X = 1\n")
+    recipe = Recipe(name="nested", body="print(1)\n", base="python:3.12-slim",
+                    files=("project",), cwd=tmp_path)
+    first = prepare(recipe)
+    first.write(tmp_path / "project")  # a build context inside the folder itself
+    (tmp_path / "project" / ".git").mkdir()
+    (tmp_path / "project" / ".git" / "HEAD").write_text("ref: main\n")
+
+    second = prepare(recipe)
+
+    assert second.tag == first.tag
+    assert sorted(k for k in second.files if k.startswith("project/")) == ["project/util.py"]
+
+
+@pytest.mark.parametrize("flag", ["requirements", "files"])
+def test_a_device_given_as_a_file_is_a_usage_error(flag, tmp_path):
+    from sm_magics.recipe import Recipe, prepare
+
+    value = "/dev/null" if flag == "requirements" else ("/dev/null",)
+    recipe = Recipe(name="device", body="print(1)\n", base="python:3.12-slim", cwd=tmp_path,
+                    **{flag: value})
+    with pytest.raises(UsageError) as caught:
+        prepare(recipe)
+    assert type(caught.value) is UsageError
+    assert "/dev/null" in str(caught.value)

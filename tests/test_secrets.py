@@ -90,8 +90,22 @@ def tar_leaks(data: bytes, where: str) -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module")
+def remove_built_images(sandbox):
+    """Untag the images these tests build from the Docker engine afterwards."""
+    import docker
+
+    yield
+    client = docker.from_env()
+    prefix = f"{os.environ['SM_MAGICS_REGISTRY']}/secrets-"
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                client.images.remove(tag)
+
+
 @pytest.fixture
-def planted(sandbox, monkeypatch, tmp_path):
+def planted(sandbox, remove_built_images, monkeypatch, tmp_path):
     """The planted credentials in the environment and in ~/.aws of a temporary home."""
     home = tmp_path / "home"
     (home / ".aws").mkdir(parents=True)
@@ -169,6 +183,9 @@ def s3_leaks(described: dict) -> tuple[list[str], int]:
     return found, len(uris)
 
 
+@pytest.mark.docker
+@pytest.mark.sandbox
+@pytest.mark.slow
 def test_planted_credentials_reach_no_image_job_log_or_artifact(ip, sandbox, planted, tmp_path):
     ip.run_cell_magic("sm_params", "leak", "epochs = 2\n")
     image = ip.run_cell_magic(
@@ -209,6 +226,9 @@ NOTEBOOK_CELLS = [
 ]
 
 
+@pytest.mark.docker
+@pytest.mark.sandbox
+@pytest.mark.slow
 def test_a_notebook_run_with_planted_credentials_saves_none_of_them(planted, tmp_path):
     notebook = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS])
