@@ -118,9 +118,15 @@ def test_stop_ends_every_process_start_started_and_leaves_nothing(own_sandbox):
     ports = [state["api"]["port"], state["registry"]["port"]]
     pids = [state["api"]["pid"], state["registry"]["pid"]]
 
+    import docker
+
+    tiny_image(docker.from_env(), f"127.0.0.1:{state['registry']['port']}/left-behind:v1")
+
     status = own_sandbox.stop()
 
     assert not status.running
+    assert docker.from_env().images.list(
+        name=f"127.0.0.1:{state['registry']['port']}/left-behind") == []
     assert not any(process_running(pid) for pid in pids)
     assert not any(port_answers(port) for port in ports)
     assert not own_sandbox.state_file.exists()

@@ -421,9 +421,26 @@ class Sandbox:
 
             with contextlib.suppress(docker.errors.NotFound):
                 docker.from_env().containers.get(registry["container"]).remove(force=True)
+        if registry.get("port"):
+            self._forget_registry_tags(f"127.0.0.1:{registry['port']}/")
         self.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.status()
+
+    @staticmethod
+    def _forget_registry_tags(prefix: str) -> None:
+        """Remove the local engine's tags of the stopped registry (the layers stay cached)."""
+        import docker
+
+        try:
+            client = docker.from_env()
+            tags = [t for image in client.images.list() for t in image.tags
+                    if t.startswith(prefix)]
+        except docker.errors.DockerException:  # no engine: nothing to forget
+            return
+        for tag in tags:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(tag, noprune=True)
 
     def status(self) -> SandboxStatus:
         """What runs where, checked now (not only what the state file says)."""
