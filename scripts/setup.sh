@@ -12,7 +12,7 @@ die() { printf '\nerror: %s\n' "$*" >&2; exit 1; }
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
-  else die "'$*' needs root. Run this script as root, or install the packages yourself: sudo apt-get install -y ${MISSING_PACKAGES:-docker.io docker-registry debootstrap}"
+  else die "'$*' needs root. Run this script as root, or install the packages yourself: sudo apt-get install -y ${MISSING_PACKAGES:-docker.io docker-registry debootstrap chromium}"
   fi
 }
 
@@ -21,8 +21,9 @@ MISSING_PACKAGES=""
 command -v dockerd >/dev/null || MISSING_PACKAGES+=" docker.io"
 command -v docker-registry >/dev/null || MISSING_PACKAGES+=" docker-registry"
 command -v debootstrap >/dev/null || MISSING_PACKAGES+=" debootstrap"
+[ -x /usr/bin/chromium ] || MISSING_PACKAGES+=" chromium"  # tests/test_browser.py only
 if [ -n "$MISSING_PACKAGES" ]; then
-  command -v apt-get >/dev/null || die "missing:$MISSING_PACKAGES, and this is not a Debian/Ubuntu machine: install Docker and a registry by hand."
+  command -v apt-get >/dev/null || die "missing:$MISSING_PACKAGES, and this is not a Debian/Ubuntu machine: install Docker and a registry by hand (and Chromium at /usr/bin/chromium for the browser tests)."
   say "Installing Debian packages:$MISSING_PACKAGES"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
   # shellcheck disable=SC2086

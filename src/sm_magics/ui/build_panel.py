@@ -167,8 +167,10 @@ class WidgetBuildPanel(BuildListener):
             self.current_step.value = (
                 f"<code>{escape(self._step)}</code>" if self._step else ""
             )
+            # the tail is short (_TAIL lines): shown whole, newest line last, long lines wrapped
             self.log_tail.value = (
-                "<pre style='font-size:85%;max-height:14em;overflow:auto;margin:2px 0'>"
+                "<pre style='font-size:85%;white-space:pre-wrap;overflow-wrap:anywhere;"
+                "margin:2px 0'>"
                 + escape("\n".join(self._tail)) + "</pre>"
             ) if self._tail else ""
             self.layers.value = self._layers_html()

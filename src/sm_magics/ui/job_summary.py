@@ -47,17 +47,18 @@ def phases_text(snap: JobSnapshot) -> str:
 
 
 def phases_html(snap: JobSnapshot) -> str:
-    """The phase timeline: one box per phase with the time spent in it."""
+    """The phase timeline: one box per phase with the time spent in it (the end state has none)."""
     boxes = []
     for name, seconds, current in snap.phases():
         colour = _STATUS_COLOURS.get(name, "#546e7a")
-        weight = "bold" if current or name in ("Completed", "Failed", "Stopped") else "normal"
+        final = name in ("Completed", "Failed", "Stopped")
+        weight = "bold" if current or final else "normal"
+        spent = "" if final else f" <small>{duration(seconds)}</small>"
         border = f"2px solid {colour}" if current else f"1px solid {colour}"
         boxes.append(
             f"<span class='sm-phase' data-phase='{escape(name)}' style='display:inline-block;"
             f"margin:2px;padding:2px 8px;border:{border};border-radius:4px;"
-            f"font-weight:{weight};color:{colour}'>{escape(name)} "
-            f"<small>{duration(seconds)}</small></span>"
+            f"font-weight:{weight};color:{colour}'>{escape(name)}{spent}</span>"
         )
     return "<div class='sm-phases'>" + "&#x2192;".join(boxes) + "</div>"
 
@@ -88,6 +89,10 @@ def chart_svg(metrics: MetricsTable, width: int = 420, height: int = 140) -> str
         legend.append(f"<tspan fill='{colour}'>{escape(name)} {values[-1]:.4g}</tspan> ")
     axis = (f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' "
             "stroke='#999'/>")
+    if len(names) == 1:  # one metric: its range on the y axis (several: each has its own scale)
+        axis += "".join(f"<text x='{pad - 3}' y='{y}' font-size='9' fill='#777' "
+                        f"text-anchor='end'>{v:.3g}</text>"
+                        for y, v in ((pad + 3, hi), (height - pad, lo)))
     return (f"<svg class='sm-chart' width='{width}' height='{height}' "
             f"xmlns='http://www.w3.org/2000/svg'>{axis}{''.join(lines)}"
             f"<text x='{pad}' y='14' font-size='11'>{''.join(legend)}</text></svg>")
@@ -105,9 +110,10 @@ def header_html(snap: JobSnapshot) -> str:
     colour = _STATUS_COLOURS.get(snap.status, "#546e7a")
     billable = "" if snap.billable_seconds is None else (
         f" · billable {duration(snap.billable_seconds)}")
+    phase = "" if snap.secondary == snap.status else f" · {escape(snap.secondary)}"
     return (f"<div class='sm-job-header'><b>{escape(snap.name)}</b>{links_html(snap)} "
             f"<span class='sm-status' style='color:{colour};font-weight:bold'>"
-            f"{escape(snap.status)}</span> · {escape(snap.secondary)} · "
+            f"{escape(snap.status)}</span>{phase} · "
             f"elapsed {duration(snap.elapsed)}{billable}</div>")
 
 
