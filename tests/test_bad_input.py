@@ -24,6 +24,7 @@ UsageError that says how to start one, before any repository is created) and
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import re
 import shlex
@@ -139,9 +140,15 @@ def validating_clients(monkeypatch):
 # ---------------------------------------------------------------- what exists
 
 
+@functools.cache
+def _client(service: str, endpoint: str):
+    return boto3.client(service, endpoint_url=endpoint)
+
+
 def sandbox_contents() -> dict:
     """ECR repositories, S3 buckets with their objects, and training jobs in the sandbox."""
-    s3 = boto3.client("s3")
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    s3 = _client("s3", endpoint)
     buckets = {}
     for bucket in sorted(b["Name"] for b in s3.list_buckets()["Buckets"]):
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
@@ -149,11 +156,11 @@ def sandbox_contents() -> dict:
             (o["Key"], o["ETag"]) for page in pages for o in page.get("Contents", []))
     repositories = sorted(
         r["repositoryName"]
-        for page in boto3.client("ecr").get_paginator("describe_repositories").paginate()
+        for page in _client("ecr", endpoint).get_paginator("describe_repositories").paginate()
         for r in page["repositories"])
     jobs = sorted(
         j["TrainingJobName"]
-        for page in boto3.client("sagemaker").get_paginator("list_training_jobs").paginate()
+        for page in _client("sagemaker", endpoint).get_paginator("list_training_jobs").paginate()
         for j in page["TrainingJobSummaries"])
     return {"s3": buckets, "ecr": repositories, "jobs": jobs}
 
@@ -328,7 +335,7 @@ JSON = st.recursive(
 NOT_JSON = st.sampled_from([
     "(1, 2)", "{1, 2}", "float('nan')", "float('inf')", "[float('-inf')]", "object()", "b'x'",
     "1j", "range(3)", "{1: 2}", "{'a': (1,)}", "len", "type", "...", "[[[(0,)]]]",
-    "10 ** 400", "'x' * 100_000",
+    "10 ** 400", "10 ** 5000", "'x' * 100_000",
 ])
 PARAM_LINE = st.one_of(
     st.tuples(NAMES, JSON.map(repr)).map(lambda p: f"{p[0]} = {p[1]}"),
@@ -347,7 +354,7 @@ PARAM_LINE = st.one_of(
 BODY = st.one_of(
     st.lists(PARAM_LINE, min_size=1, max_size=6).map("\n".join),
     st.sampled_from(["", "\n\n"]),
-    st.sampled_from([2000, 200_000]).map(lambda n: "x = 1\n" * n),
+    st.sampled_from([2000, 20_000]).map(lambda n: "x = 1\n" * n),
     st.sampled_from([300, 200_000]).map(lambda n: "x = '" + "y" * n + "'"),
 )
 
@@ -374,7 +381,7 @@ CODE_LINE = st.one_of(
 CONTAINER_BODY = st.one_of(
     st.lists(CODE_LINE, min_size=1, max_size=6).map("\n".join),
     st.sampled_from(["", "   \n"]),
-    st.sampled_from([5000, 100_000]).map(lambda n: "print(1)\n" * n),
+    st.sampled_from([5000, 20_000]).map(lambda n: "print(1)\n" * n),
 )
 CONTAINER_NAME = st.one_of(
     WORD, st.just("demo"),
@@ -506,3 +513,15 @@ def test_a_device_given_as_a_file_is_a_usage_error(flag, tmp_path):
         prepare(recipe)
     assert type(caught.value) is UsageError
     assert "/dev/null" in str(caught.value)
+
+
+def test_an_integer_too_long_for_json_text_is_a_usage_error(ip):
+    from sm_magics.recipe import Recipe, prepare
+
+    with pytest.raises(UsageError) as in_params:
+        ip.run_cell_magic("sm_params", "huge", "n = 10 ** 5000\n")
+    with pytest.raises(UsageError) as in_cell:
+        prepare(Recipe(name="huge", body="n = 0x" + "f" * 5000 + "  # @param\n",
+                       base="python:3.12-slim"))
+    assert "n is an integer too large to write as JSON text" in str(in_params.value)
+    assert "is not a JSON value" in str(in_cell.value)

@@ -3,8 +3,9 @@
 Fake but realistic credentials are planted in the environment
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), which
 the tool then really uses against the sandbox, and in ``~/.aws/credentials``
-under a temporary home. A container cell is built and pushed, a job is trained,
-and a notebook doing the same is executed. Every place a credential could leak
+under a temporary home. A container cell is built and pushed, a job is trained
+in the sandbox and another with ``--local``, and a notebook doing the same is
+executed. Every place a credential could leak
 to is then read back and searched for the planted strings: the build context,
 every layer and the config of the pushed image (through the registry's HTTP
 API), the job's description (hyperparameters, environment), its CloudWatch log
@@ -192,7 +193,8 @@ def test_planted_credentials_reach_no_image_job_log_or_artifact(ip, sandbox, pla
         "sm_container", "secrets-scan -o image --env MODE=scan "
         "--run 'env > /opt/program/build-environment.txt'", TRAINING_CODE)
     run = ip.run_line_magic("sm_train", "secrets-scan --params leak --hp note=hello --wait")
-    assert image.built and run.status == "Completed"
+    local = ip.run_line_magic("sm_train", "secrets-scan --params leak --local --wait")
+    assert image.built and run.status == "Completed" and local.status == "Completed"
     [session] = aws_module._SESSIONS.values()
     assert session.get_credentials().access_key == PLANTED["environment AWS_ACCESS_KEY_ID"]
 
@@ -210,6 +212,9 @@ def test_planted_credentials_reach_no_image_job_log_or_artifact(ip, sandbox, pla
     assert layer_leaks == []
     assert leaks(json.dumps(described, default=str).encode()) == []
     assert leaks(log.encode()) == []
+    local_log = "\n".join(local.logs())
+    assert "environment:" in local_log and leaks(local_log.encode()) == []
+    assert leaks(json.dumps(local.describe(), default=str).encode()) == []
     assert artifact_leaks == [] and objects == 2
     assert leaks(json.dumps(dict(ip.user_ns["image"].__dict__), default=str).encode()) == []
     assert files_leaks(sandbox.home) == []  # the endpoint's own log and job records

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ _TAIL = 12
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _AUTH_ERROR = re.compile(r"unauthorized|authentication required|denied|expired", re.I)
+_UNREACHABLE = re.compile(r"connection refused|no such host|i/o timeout|connection reset|EOF$",
+                          re.I)
 
 
 @dataclass(frozen=True)
@@ -97,21 +100,22 @@ class ContainerImage:
                 f"<table>{body}</table></div>")
 
 
-_ENGINE: list[Any] = []
+_ENGINE: dict[str | None, Any] = {}
 
 
 def _engine():
-    """The Docker engine's client, reused while the engine answers."""
-    if _ENGINE:
+    """The Docker engine's client, reused while the engine at ``DOCKER_HOST`` answers."""
+    where = os.environ.get("DOCKER_HOST")
+    if where in _ENGINE:
         try:
-            _ENGINE[0].ping()
-            return _ENGINE[0]
+            _ENGINE[where].ping()
+            return _ENGINE[where]
         except Exception:  # the engine went away: connect again, or say how to start one
-            _ENGINE.clear()
+            del _ENGINE[where]
     from .docker_engine import docker_client
 
-    _ENGINE.append(docker_client())
-    return _ENGINE[0]
+    _ENGINE[where] = docker_client()
+    return _ENGINE[where]
 
 
 class BuildListener:
@@ -162,6 +166,13 @@ class BuildService:
         """
         try:
             image = self._build(recipe, push)
+        except KeyboardInterrupt:
+            # The engine abandons a build or push whose client went away: no tag is left.
+            interrupted = KeyboardInterrupt(
+                f"%%sm_container {recipe.name} was interrupted. An unfinished build or push "
+                "leaves no tag behind; run the cell again to finish it.")
+            self.listener.failed(interrupted)
+            raise interrupted from None
         except BaseException as exc:
             self.listener.failed(exc)
             raise
@@ -303,6 +314,12 @@ class BuildService:
             if _AUTH_ERROR.search(error) and not refreshed:
                 refreshed = True
                 continue
+            if _UNREACHABLE.search(error):
+                raise RemoteFailure(
+                    f"Push of {repository_uri}:{tag} failed: the registry cannot be reached",
+                    reason=error.strip(), log_tail=tail,
+                    hint="Nothing was tagged in the registry. Check the network (or "
+                         "`%sm_sandbox status` when working offline) and run the cell again.")
             raise RemoteFailure(
                 f"Push of {repository_uri}:{tag} failed", reason=error.strip(), log_tail=tail,
                 hint="Check the credentials may push to this repository "

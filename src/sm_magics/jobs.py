@@ -69,12 +69,12 @@ def job_name(base: str, now: datetime | None = None) -> str:
     return f"{cleaned}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def check_job_name(name: str) -> str:
+def check_job_name(name: str, where: str = "--job-name") -> str:
     """``name`` when the API accepts it as a training-job name, else a UsageError."""
     if _JOB_NAME.match(name):
         return name
     raise usage_error(
-        f"--job-name: '{name}' is not a valid training-job name: use 1 to 63 letters, digits "
+        f"{where}: '{name}' is not a valid training-job name: use 1 to 63 letters, digits "
         "and hyphens, starting and ending with a letter or digit."
     )
 
@@ -445,7 +445,16 @@ class JobWatcher:
                 listener(self.snapshot)
 
     def _run(self) -> None:
-        from botocore.exceptions import ClientError, EndpointConnectionError
+        try:
+            self._follow()
+        except Exception as exc:  # the endpoint went away, or answered what cannot be read
+            self.error = exc
+        finally:
+            self._notify()
+            self._done.set()
+
+    def _follow(self) -> None:
+        from botocore.exceptions import ClientError
 
         delay = self.interval
         quiet = True
@@ -457,15 +466,11 @@ class JobWatcher:
                 changed = self.refresh(describe=quiet or rounds % 3 == 0)
                 rounds += 1
             except ClientError as exc:
-                if exc.response["Error"]["Code"] in ("ThrottlingException", "Throttling"):
-                    delay = min(delay * 2, 60.0)
-                    self._stop.wait(delay)
-                    continue
-                self.error = exc
-                break
-            except EndpointConnectionError as exc:
-                self.error = exc
-                break
+                if exc.response["Error"]["Code"] not in ("ThrottlingException", "Throttling"):
+                    raise
+                delay = min(delay * 2, 60.0)
+                self._stop.wait(delay)
+                continue
             quiet = not changed
             if changed:
                 self._notify()
@@ -474,10 +479,8 @@ class JobWatcher:
                 delay = min(delay * 1.5, self.max_interval)
             if self.snapshot.done:
                 self.refresh(describe=False)  # the last lines written before the end
-                break
+                return
             self._stop.wait(delay)
-        self._notify()
-        self._done.set()
 
 
 # ---------------------------------------------------------------- the run object
@@ -616,7 +619,9 @@ class TrainingRun:
             if watcher.error is not None and not watcher.snapshot.done:
                 raise RemoteFailure(f"Lost track of training job {self.name}",
                                     reason=str(watcher.error),
-                                    hint=f"`%sm_attach {self.name}` follows it again.")
+                                    hint="The job itself may still be running. Once the "
+                                         "endpoint answers again (`%sm_sandbox status` when "
+                                         f"offline), `%sm_attach {self.name}` follows it again.")
         self.raise_for_status()
         return self
 

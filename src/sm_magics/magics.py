@@ -31,6 +31,11 @@ __all__ = ["SageMakerMagics"]
 _UNEXPANDED = re.compile(r"(?<!\{)\{[A-Za-z_][^{}]*\}(?!\})")
 
 
+def _place(settings: config.Settings) -> tuple:
+    """Where jobs of ``settings`` live: the same job name elsewhere is another job."""
+    return settings.endpoint_url, settings.region, settings.profile
+
+
 def _trait(help_text: str) -> Unicode:
     return Unicode(None, allow_none=True, config=True, help=help_text)
 
@@ -426,10 +431,20 @@ class SageMakerMagics(Magics, Configurable):
         return self._follow(run, wait=args.wait)
 
     def _run_named(self, name: str, fresh: bool = False):
-        """The run of job ``name``: one of this session's (local jobs too), or attached."""
-        from .jobs import TrainingRun
+        """The run of job ``name``: one of this session's (local jobs too), or attached.
 
+        A session's job on SageMaker is looked up again with the current settings
+        when they now point elsewhere (another endpoint, region or profile, e.g. a
+        restarted sandbox).
+        """
+        from .jobs import TrainingRun, check_job_name
+
+        check_job_name(name, "job")
         known = self.runs.get(name)
+        if known is not None and not known.jobs.local:
+            aws = self._aws()
+            if _place(aws.settings) != _place(known.aws.settings):
+                known = None
         if known is None:
             return TrainingRun.attach(self._aws(), name)
         if fresh:
@@ -488,6 +503,10 @@ class SageMakerMagics(Magics, Configurable):
         args = parse(self.sm_jobs, line, "sm_jobs")
         if not 1 <= args.limit <= 100:
             raise usage_error("%sm_jobs --limit: give a number from 1 to 100.")
+        if args.name is not None and not re.fullmatch(r"[a-zA-Z0-9-]{1,63}", args.name):
+            raise usage_error(
+                f"%sm_jobs --name: '{args.name}' cannot be part of a training-job name: give "
+                "up to 63 letters, digits and hyphens, e.g. --name fraud.")
         from .jobs import JobsTable
 
         return JobsTable.fetch(self._aws(), limit=args.limit, name_contains=args.name)

@@ -125,7 +125,13 @@ def _kind(value: Any) -> str:
 def _problem(value: Any, path: str) -> str | None:
     """Why ``value`` (found at ``path``) cannot go through JSON unchanged, or ``None``."""
     kind = type(value)
-    if value is None or kind in (str, bool, int):
+    if value is None or kind in (str, bool):
+        return None
+    if kind is int:
+        try:
+            str(value)  # Python refuses to write integers of over 4300 digits as text
+        except ValueError:
+            return f"{path} is an integer too large to write as JSON text"
         return None
     if kind is float:
         return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"

@@ -153,7 +153,13 @@ def _check_code(code: str, name: str) -> None:
 
 
 def _is_json_value(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, int):
+        try:
+            str(value)
+        except ValueError:  # Python refuses to write integers of over 4300 digits as text
+            return False
         return True
     if isinstance(value, float):
         return math.isfinite(value)

@@ -307,23 +307,58 @@ def upload_inputs(aws, job: JobPlan, progress=None) -> tuple[str, dict[str, str]
     return params_uri, inputs, output
 
 
+def _created_by(sagemaker, request: dict) -> bool:
+    """Whether the existing job of ``request``'s name is the one ``request`` describes.
+
+    botocore retries a ``CreateTrainingJob`` whose answer did not arrive; when
+    the first attempt did create the job, the retry finds the name taken.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        existing = sagemaker.describe_training_job(TrainingJobName=request["TrainingJobName"])
+    except ClientError:
+        return False
+    return _identity(existing) == _identity(request)
+
+
+def _identity(job: dict) -> tuple:
+    """What tells one job from another of the same name (AWS adds defaults to the rest)."""
+    channels = sorted((c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"])
+                      for c in job.get("InputDataConfig", []))
+    return (job.get("AlgorithmSpecification", {}).get("TrainingImage"), job.get("RoleArn"),
+            channels, job.get("OutputDataConfig", {}).get("S3OutputPath"),
+            job.get("HyperParameters") or {})
+
+
 def start(aws, job: JobPlan, progress=None, local_jobs=None) -> dict:
     """Upload what the job needs and create it; returns the request that was sent.
 
     With ``local_jobs`` (:class:`~sm_magics.local.LocalJobs`) the job runs on
     this machine's Docker engine instead of SageMaker.
     """
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    params_uri, inputs, output = upload_inputs(aws, job, progress)
+    try:
+        params_uri, inputs, output = upload_inputs(aws, job, progress)
+    except (ClientError, BotoCoreError) as exc:
+        error = getattr(exc, "response", {}).get("Error", {})
+        raise RemoteFailure(
+            f"S3 did not take the parameters and inputs of training job {job.name}",
+            reason=f"{error.get('Code')}: {error.get('Message')}" if error else str(exc),
+            hint="No job was started. Run the cell again: what was uploaded completely is "
+                 "not uploaded again, and nothing is left half-written.") from None
     request = create_request(job, params_uri, inputs, output)
     if local_jobs is not None:
         local_jobs.create(request)
         return request
+    sagemaker = aws.client("sagemaker")
     try:
-        aws.client("sagemaker").create_training_job(**request)
+        sagemaker.create_training_job(**request)
     except ClientError as exc:
         error = exc.response.get("Error", {})
+        if error.get("Code") == "ResourceInUse" and _created_by(sagemaker, request):
+            return request  # an earlier attempt of this call created it; its answer was lost
         hint = None
         if "PassRole" in error.get("Message", "") or error.get("Code") == "AccessDeniedException":
             hint = ("The identity running this notebook needs iam:PassRole on the execution "

@@ -7,14 +7,31 @@ moto unchanged. Runs as its own process so that the sandbox outlives a
 notebook kernel::
 
     python -m sm_magics.sandbox.gateway --port 4599
+
+Fault injection, a facility for tests: ``POST /_sm_magics/faults`` with a JSON
+rule makes the next ``count`` matching requests fail with that HTTP status and
+error code, as a throttled or failing AWS service answers (``GET`` lists the
+rules with how many requests each has failed so far, ``DELETE`` disarms them
+all)::
+
+    curl -X POST http://127.0.0.1:4599/_sm_magics/faults \\
+         -d '{"service": "s3", "method": "PUT", "status": 503, "code": "SlowDown", "count": 3}'
+
+A rule matches on ``service`` (the signing name of the request: ``s3``,
+``sagemaker``, ``logs``...), and optionally ``method``, ``path`` (a substring
+of the request path) and ``target`` (the ``X-Amz-Target`` of JSON APIs, e.g.
+``SageMaker.CreateTrainingJob``). With ``"after": true`` the request is carried
+out and only its answer is replaced by the error: an answer lost on the way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,17 +41,156 @@ if TYPE_CHECKING:
 
 WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 
-__all__ = ["Gateway", "main"]
+__all__ = ["FAULTS_PATH", "Faults", "Gateway", "main"]
+
+FAULTS_PATH = "/_sm_magics/faults"
+_SIGNING_SERVICE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_JSON = "application/x-amz-json-1.1"
+
+
+def _service_of(environ: dict[str, Any]) -> str:
+    """The AWS service a request is for: its SigV4 signing name (``s3``, ``sagemaker``...)."""
+    signed = environ.get("HTTP_AUTHORIZATION", "") or environ.get("QUERY_STRING", "").replace(
+        "%2F", "/").replace("X-Amz-Credential=", "Credential=")
+    match = _SIGNING_SERVICE.search(signed)
+    return match.group(1) if match else ""
+
+
+def _respond(start_response: Callable, status: int, body: bytes, content_type: str,
+             extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+               405: "Method Not Allowed", 429: "Too Many Requests", 500: "Internal Server Error",
+               503: "Service Unavailable"}
+    start_response(f"{status} {reasons.get(status, 'Error')}",
+                   [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra])
+    return [body]
+
+
+class Faults:
+    """Armed fault rules: the next ``count`` requests matching a rule fail (thread-safe).
+
+    >>> faults = Faults()
+    >>> faults.arm({"service": "s3", "method": "PUT", "status": 503, "code": "SlowDown",
+    ...             "count": 3})
+    """
+
+    def __init__(self) -> None:
+        self.rules: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def arm(self, rule: dict[str, Any]) -> dict[str, Any]:
+        """Add ``rule`` (checked); returns it as stored, with ``failed`` = 0."""
+        if not isinstance(rule, dict) or not isinstance(rule.get("service"), str):
+            raise ValueError("a rule is a JSON object with at least a 'service'")
+        status = rule.get("status", 503)
+        count = rule.get("count", 1)
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError("'status' is an HTTP error status, 400 to 599")
+        if not isinstance(count, int) or count < 1:
+            raise ValueError("'count' is a number of requests, 1 or more")
+        stored = {"service": rule["service"], "method": rule.get("method"),
+                  "path": rule.get("path"), "target": rule.get("target"),
+                  "after": bool(rule.get("after", False)), "status": status,
+                  "code": str(rule.get("code", "ServiceUnavailable")),
+                  "message": str(rule.get("message", "Fault injected by the sm-magics sandbox")),
+                  "count": count, "failed": 0}
+        with self._lock:
+            self.rules.append(stored)
+        return dict(stored)
+
+    def listing(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(rule) for rule in self.rules]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def take(self, environ: dict[str, Any]) -> dict[str, Any] | None:
+        """The rule that makes this request fail (its count is used up by one), if any."""
+        service = _service_of(environ)
+        if not service:
+            return None
+        with self._lock:
+            for rule in self.rules:
+                if (rule["count"] > rule["failed"] and rule["service"] == service
+                        and rule["method"] in (None, environ.get("REQUEST_METHOD"))
+                        and (rule["path"] is None or rule["path"] in environ.get("PATH_INFO", ""))
+                        and rule["target"] in (None, environ.get("HTTP_X_AMZ_TARGET"))):
+                    rule["failed"] += 1
+                    return dict(rule)
+        return None
+
+    def answer(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        """The admin path: ``POST`` arms a rule, ``GET`` lists them, ``DELETE`` clears them."""
+        method = environ.get("REQUEST_METHOD")
+        if method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                result: Any = self.arm(json.loads(environ["wsgi.input"].read(length) or b"{}"))
+            except ValueError as exc:
+                body = json.dumps({"error": str(exc)}).encode()
+                return _respond(start_response, 400, body, "application/json")
+        elif method == "GET":
+            result = self.listing()
+        elif method == "DELETE":
+            self.clear()
+            result = []
+        else:
+            return _respond(start_response, 405, b"{}", "application/json")
+        return _respond(start_response, 200, json.dumps(result).encode(), "application/json")
+
+
+def _fault_response(rule: dict[str, Any], environ: dict[str, Any],
+                    start_response: Callable) -> list[bytes]:
+    """An error answer in the protocol of the request: JSON for X-Amz-Target, else XML."""
+    request_id = str(uuid.uuid4())
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        body = json.dumps({"__type": rule["code"], "message": rule["message"]}).encode()
+        return _respond(start_response, rule["status"], body, _JSON,
+                        [("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", rule["code"])])
+    from xml.sax.saxutils import escape
+
+    body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{escape(rule['code'])}"
+            f"</Code><Message>{escape(rule['message'])}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>").encode()
+    return _respond(start_response, rule["status"], body, "application/xml",
+                    [("x-amz-request-id", request_id)])
 
 
 class Gateway:
-    """A WSGI application: own handlers by ``X-Amz-Target``, moto for the rest."""
+    """A WSGI application: own handlers by ``X-Amz-Target``, moto for the rest.
+
+    Requests matching an armed rule of ``faults`` fail before reaching either.
+    """
 
     def __init__(self, fallback: WSGIApp, handlers: Mapping[str, WSGIApp] | None = None) -> None:
         self.fallback = fallback
         self.handlers = dict(handlers or {})
+        self.faults = Faults()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == FAULTS_PATH:
+            return self.faults.answer(environ, start_response)
+        rule = self.faults.take(environ)
+        if rule is not None and rule["after"]:
+            answer = self._route(environ, lambda *_args, **_kw: None)
+            try:
+                for _ in answer:
+                    pass  # carried out; the answer is dropped
+            finally:
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
+            return _fault_response(rule, environ, start_response)
+        if rule is not None:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length:
+                environ["wsgi.input"].read(length)  # the client sent it; drain before answering
+            return _fault_response(rule, environ, start_response)
+        return self._route(environ, start_response)
+
+    def _route(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         handler = self.handlers.get(target, self.fallback)
         return handler(environ, start_response)

@@ -179,10 +179,15 @@ class SandboxStatus:
 
 
 class Sandbox:
-    """The sandbox's services under one home directory."""
+    """The sandbox's services under one home directory.
 
-    def __init__(self, home: Path | None = None) -> None:
+    ``max_jobs`` is how many training jobs run at once (the others wait in
+    ``Starting``, as on a SageMaker account at its instance quota).
+    """
+
+    def __init__(self, home: Path | None = None, max_jobs: int = 2) -> None:
         self.home = home or sandbox_home()
+        self.max_jobs = max_jobs
         self.state_file = self.home / "state.json"
         self.run_dir = self.home / "run"
 
@@ -258,13 +263,19 @@ class Sandbox:
     def start(self, log: Callable[[str], None] = lambda _: None) -> SandboxStatus:
         """Start the services (or find them running) and return their status.
 
+        A registry that stopped is started again on its port, with its images.
+        When the AWS endpoint stopped, whose state lives in memory, everything
+        starts afresh on new ports (jobs recorded as running end ``Failed``).
         Raises a ``UsageError`` when something needed is missing; whatever was
         started before a failure is stopped again.
         """
         state = self.state()
-        if state and self._api_alive(state) and self._registry_alive(state):
-            log("The sandbox is already running.")
-            return self.status()
+        if state and self._api_alive(state):
+            if self._registry_alive(state):
+                log("The sandbox is already running.")
+                return self.status()
+            if state.get("registry", {}).get("port"):
+                return self._revive_registry(state, log)
         if state:
             self.stop()
         self.preflight()
@@ -290,7 +301,8 @@ class Sandbox:
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sm_magics.sandbox.gateway", "--port", str(port),
-                 "--ready-file", str(ready), "--home", str(self.home)],
+                 "--ready-file", str(ready), "--home", str(self.home),
+                 "--max-jobs", str(self.max_jobs)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env, cwd=self.run_dir,
             )
@@ -303,10 +315,23 @@ class Sandbox:
         log(f"AWS endpoint (moto) on http://127.0.0.1:{port}")
         seeded = json.loads(ready.read_text())
         return {"pid": process.pid, "port": port, "log": str(log_path),
-                "role_arn": seeded["role_arn"]}
+                "role_arn": seeded["role_arn"], "max_jobs": self.max_jobs}
 
-    def _start_registry(self, log: Callable[[str], None]) -> dict:
-        port = _free_port()
+    def _revive_registry(self, state: dict, log: Callable[[str], None]) -> SandboxStatus:
+        """Start the registry again where it was, on its port and with its images."""
+        dead = state["registry"]
+        if dead.get("kind") == "container":
+            import docker
+
+            with contextlib.suppress(docker.errors.NotFound):
+                docker.from_env().containers.get(dead["container"]).remove(force=True)
+        log("The sandbox registry had stopped; starting it again.")
+        state["registry"] = self._start_registry(log, port=dead["port"])
+        self._write_state(state)
+        return self.status()
+
+    def _start_registry(self, log: Callable[[str], None], port: int | None = None) -> dict:
+        port = port or _free_port()
         storage = self.run_dir / "registry"
         storage.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("docker-registry")
@@ -405,6 +430,48 @@ class Sandbox:
             else:
                 environ[key] = value
 
+    # ------------------------------------------------------------ faults (for tests)
+
+    def inject_fault(self, service: str, *, status: int = 503, code: str = "ServiceUnavailable",
+                     count: int = 1, method: str | None = None, path: str | None = None,
+                     target: str | None = None, after: bool = False,
+                     message: str | None = None) -> dict:
+        """Make the next ``count`` requests to ``service`` fail, as AWS does when it errs.
+
+        A test facility of the sandbox's endpoint (see :mod:`.gateway` for what
+        ``method``, ``path``, ``target`` and ``after`` match and do); returns
+        the rule as armed.
+
+        >>> box.inject_fault("s3", method="PUT", status=503, code="SlowDown", count=3)
+        """
+        rule = {"service": service, "status": status, "code": code, "count": count,
+                "method": method, "path": path, "target": target, "after": after}
+        if message is not None:
+            rule["message"] = message
+        return self._faults("POST", rule)
+
+    def faults(self) -> list[dict]:
+        """The armed fault rules, each with ``failed``: how many requests it made fail."""
+        return self._faults("GET")
+
+    def clear_faults(self) -> None:
+        """Disarm every fault rule."""
+        self._faults("DELETE")
+
+    def _faults(self, method: str, rule: dict | None = None):
+        from .gateway import FAULTS_PATH
+
+        state = self.state()
+        if not state:
+            raise usage_error("The sandbox is not running. Start it with `%sm_sandbox start`.")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{state['api']['port']}{FAULTS_PATH}", method=method,
+            data=json.dumps(rule).encode() if rule is not None else None,
+            headers={"Content-Type": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as response:
+            return json.loads(response.read())
+
     # ------------------------------------------------------------ stop / status
 
     def stop(self) -> SandboxStatus:
@@ -476,14 +543,14 @@ class Sandbox:
 
 
 @contextlib.contextmanager
-def temporary_sandbox(home: Path | None = None,
-                      log: Callable[[str], None] = lambda _: None) -> Iterator[Sandbox]:
+def temporary_sandbox(home: Path | None = None, log: Callable[[str], None] = lambda _: None,
+                      max_jobs: int = 2) -> Iterator[Sandbox]:
     """A sandbox of its own, with this process's environment pointed at it, for a while.
 
     For scripts, benchmarks and tests: starts the services under ``home`` (a new
     temporary folder by default), applies :meth:`Sandbox.environment` to
     ``os.environ``, and on exit restores the environment, stops the services
-    and removes a temporary home.
+    and removes a temporary home. ``max_jobs`` training jobs run at once.
 
     >>> with temporary_sandbox() as box:
     ...     boto3.client("s3").list_buckets()
@@ -492,7 +559,7 @@ def temporary_sandbox(home: Path | None = None,
     home = Path(tempfile.mkdtemp(prefix="sm-magics-sandbox-")) if owned else Path(home)
     previous_home = os.environ.get("SM_MAGICS_SANDBOX_HOME")
     os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
-    box = Sandbox(home)
+    box = Sandbox(home, max_jobs=max_jobs)
     try:
         box.start(log=log)
         previous = box.apply_environment()

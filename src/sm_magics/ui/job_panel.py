@@ -96,11 +96,10 @@ class WidgetJobPanel:
                                     layout=w.Layout(width="auto"))
         self.stop_button.on_click(self._stop_clicked)
         self.status = w.Label("")
+        self.controls = w.HBox([self.stop_button, self.status])
         self.widget = _Panel([
-            self.header, self.phases,
-            w.HBox([self.stop_button, self.status]),
-            self.log, self.chart, self.result,
-        ])
+            self.header, self.phases, self.controls, self.log, self.chart, self.result,
+        ], layout=w.Layout(border="1px solid #ddd", padding="4px 8px"))
         self.widget.add_class("sm-job-panel")
         self._handle = display(self.widget, display_id=True) if display else None
         self._lock = threading.Lock()
@@ -131,7 +130,7 @@ class WidgetJobPanel:
                 self.result.value = result_html(snap)
                 if snap.done:
                     self.stop_button.disabled = True
-                    self.stop_button.layout.display = "none"
+                    self.controls.layout.display = "none"
                     self.status.value = ""
             if snap.done:
                 self._finished = True
