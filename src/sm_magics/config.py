@@ -414,12 +414,9 @@ class Settings(Mapping[str, Value]):
         ]
 
     def __repr__(self) -> str:
-        rows = [("setting", "value", "from")] + self.rows()
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-                 for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        from .table import Table
+
+        return repr(Table(("setting", "value", "from"), self.rows()))
 
     def _repr_html_(self) -> str:
         from html import escape

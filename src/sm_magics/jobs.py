@@ -98,6 +98,20 @@ def parse_duration(text: str, flag: str) -> int:
     return total
 
 
+def duration(seconds: float | None) -> str:
+    """``1h 02m``, ``3m 07s`` or ``12s``."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
 def logged_metric_names(source: str) -> list[str]:
     """Names passed as a string literal to ``log_metric(...)`` in training code, in order.
 
@@ -377,6 +391,11 @@ class JobWatcher:
         self._thread.start()
         return self
 
+    @property
+    def following(self) -> bool:
+        """True while the background thread follows the job."""
+        return self._thread is not None and self._thread.is_alive()
+
     def close(self) -> None:
         """Stop following (the job itself goes on)."""
         self._stop.set()
@@ -538,8 +557,7 @@ class TrainingRun:
 
     @property
     def snapshot(self) -> JobSnapshot:
-        if not self.watcher.snapshot.done and (self.watcher._thread is None
-                                               or not self.watcher._thread.is_alive()):
+        if not self.watcher.snapshot.done and not self.watcher.following:
             self.watcher.refresh()
         return self.watcher.snapshot
 
@@ -608,7 +626,7 @@ class TrainingRun:
         stops waiting: the job goes on, and ``run.stop()`` stops it.
         """
         watcher = self.watcher
-        if watcher._thread is None or not watcher._thread.is_alive():
+        if not watcher.following:
             while not watcher.snapshot.done:
                 watcher.refresh()
                 if not watcher.snapshot.done:
@@ -704,8 +722,6 @@ class JobsTable(list):
             if channel["ChannelName"] == "params":
                 uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
                 params_hash = uri.rsplit("/", 1)[-1].removesuffix(".json")[:12]
-        from .ui.job_summary import duration
-
         return {
             "job": d["TrainingJobName"],
             "status": d["TrainingJobStatus"],
@@ -720,10 +736,9 @@ class JobsTable(list):
     def __repr__(self) -> str:
         if not self:
             return "(no training jobs)"
-        rows = [dict(zip(self.columns, self.columns, strict=True)), *self]
-        widths = {c: max(len(r[c]) for r in rows) for c in self.columns}
-        return "\n".join("  ".join(r[c].ljust(widths[c]) for c in self.columns).rstrip()
-                         for r in rows)
+        from .table import Table
+
+        return repr(Table(self.columns, ([r[c] for c in self.columns] for r in self)))
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in self.columns)

@@ -32,11 +32,12 @@ import math
 import re
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import usage_error
+from .table import Table
 
 __all__ = [
     "HYPERPARAMETER_LIMIT",
@@ -46,7 +47,6 @@ __all__ = [
     "ParameterSet",
     "ParameterSets",
     "SecretParameterWarning",
-    "Table",
     "assigned_names",
     "canonical_json",
     "capture",
@@ -70,44 +70,6 @@ _SHOWN = 60
 
 
 # ---------------------------------------------------------------- display
-
-
-class Table:
-    """A small table that reads well as text and as HTML.
-
-    >>> Table(("name", "value"), [("lr", "0.05")])
-    name  value
-    ----  -----
-    lr    0.05
-    """
-
-    def __init__(self, headers: Sequence[str], rows: Iterable[Sequence[str]],
-                 title: str | None = None) -> None:
-        self.headers = tuple(headers)
-        self.rows = [tuple(row) for row in rows]
-        self.title = title
-
-    def __repr__(self) -> str:
-        rows = [self.headers, *self.rows]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self.headers))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                 for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        if self.title:
-            lines.insert(0, self.title)
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        head = "".join(f"<th>{escape(h)}</th>" for h in self.headers)
-        body = "".join(
-            "<tr>" + "".join(f"<td><code>{escape(c)}</code></td>" for c in row) + "</tr>"
-            for row in self.rows
-        )
-        caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
-        return (f"<table class='sm-magics-params'>{caption}<thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table>")
 
 
 def _shown(value: Any) -> str:

@@ -42,6 +42,7 @@ from pathlib import Path
 from ..config import SANDBOX_VARS
 from ..docker_engine import START_HINT, engine_problem
 from ..errors import usage_error
+from ..table import Table
 
 __all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus", "temporary_sandbox"]
 
@@ -156,13 +157,9 @@ class SandboxStatus:
         ]
 
     def __repr__(self) -> str:
-        rows = [("service", "state", "where", "detail")] + self.rows()
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                 for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        head = f"sm-magics sandbox ({self.home})"
-        return "\n".join([head, *lines, *([self.note] if self.note else [])])
+        table = Table(("service", "state", "where", "detail"), self.rows(),
+                      title=f"sm-magics sandbox ({self.home})")
+        return "\n".join([repr(table), *([self.note] if self.note else [])])
 
     def _repr_html_(self) -> str:
         from html import escape

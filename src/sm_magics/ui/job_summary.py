@@ -16,27 +16,13 @@ from __future__ import annotations
 
 from html import escape
 
-from ..jobs import JobSnapshot, MetricsTable
+from ..jobs import JobSnapshot, MetricsTable, duration
 
 __all__ = ["chart_svg", "phases_html", "summary_html", "summary_text"]
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 _STATUS_COLOURS = {"Completed": "#2e7d32", "Failed": "#c62828", "Stopped": "#ef6c00",
                    "Stopping": "#ef6c00", "InProgress": "#1565c0"}
-
-
-def duration(seconds: float | None) -> str:
-    """``1h 02m``, ``3m 07s`` or ``12s``."""
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def phases_text(snap: JobSnapshot) -> str:
