@@ -6,7 +6,6 @@ whose behaviour is chosen by the ``mode`` hyperparameter.
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from images import build_from_files
 from sm_magics.contract import (
     LABEL,
     ContainerRun,
@@ -94,17 +94,7 @@ def build_image(client, tag: str, train: str = TRAIN) -> str:
     """Build ``tag`` from the sandbox base with ``train`` on PATH; return the tag."""
     dockerfile = (f"FROM {BASE}\nCOPY train /usr/local/bin/train\n"
                   "RUN chmod 755 /usr/local/bin/train\n").encode()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as archive:
-        for name, data in (("Dockerfile", dockerfile), ("train", train.encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755
-            archive.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="host",
-                        rm=True)
-    return tag
+    return build_from_files(client, tag, {"Dockerfile": dockerfile, "train": train.encode()})
 
 
 @pytest.fixture(scope="module")

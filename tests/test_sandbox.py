@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import boto3
 import pytest
 from IPython.core.error import UsageError
 
+from images import build_from_files
 from sm_magics.sandbox import SANDBOX_ACCOUNT, Sandbox
 from sm_magics.sandbox.base_image import BASE_IMAGE
 
@@ -50,15 +49,8 @@ def clients(env: dict[str, str]):
 
 def tiny_image(client, tag: str) -> None:
     """A one-file image built FROM scratch: enough to exercise a push."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", b"FROM scratch\nCOPY hello.txt /hello.txt\n"),
-                           ("hello.txt", tag.encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="host")
+    build_from_files(client, tag, {"Dockerfile": b"FROM scratch\nCOPY hello.txt /hello.txt\n",
+                                   "hello.txt": tag.encode()})
 
 
 @pytest.fixture
