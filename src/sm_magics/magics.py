@@ -457,7 +457,7 @@ class SageMakerMagics(Magics, Configurable):
         from .local import LocalJobs
 
         engines = self.__dict__.setdefault("_local_engines", {})
-        key = (aws.settings.region, aws.settings.endpoint_url, aws.settings.profile)
+        key = _place(aws.settings)
         if key not in engines:
             engines[key] = LocalJobs(aws)
         return engines[key]
