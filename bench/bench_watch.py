@@ -37,7 +37,7 @@ wall, cpu = time.perf_counter(), time.process_time()
 OURS = COUNTING + """
 from sm_magics.aws import AwsContext
 from sm_magics.config import resolve
-from sm_magics.jobs import JobWatcher
+from sm_magics.watcher import JobWatcher
 from sm_magics.ui.job_panel import WidgetJobPanel
 aws = AwsContext(resolve())
 watcher = JobWatcher(aws, name)

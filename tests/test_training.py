@@ -13,8 +13,9 @@ import pytest
 from IPython.core.error import UsageError
 
 from sm_magics.errors import RemoteFailure
-from sm_magics.jobs import JobWatcher, TrainingRun
+from sm_magics.jobs import TrainingRun
 from sm_magics.ui.job_panel import TextJobPanel, WidgetJobPanel
+from sm_magics.watcher import JobWatcher
 
 pytestmark = [pytest.mark.docker, pytest.mark.sandbox]
 

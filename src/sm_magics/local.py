@@ -22,13 +22,13 @@ import tempfile
 from pathlib import Path
 
 from .errors import RemoteFailure
-from .jobs import LogLine
+from .jobstate import LogLine
 
 __all__ = ["LocalJobs"]
 
 
 class LocalLogReader:
-    """Reads a local job's output incrementally, like :class:`~sm_magics.jobs.LogReader`."""
+    """Reads a local job's output incrementally, like :class:`~sm_magics.cloudwatch.LogReader`."""
 
     requests = 0  # no API is asked
 

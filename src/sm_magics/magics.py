@@ -437,7 +437,8 @@ class SageMakerMagics(Magics, Configurable):
         when they now point elsewhere (another endpoint, region or profile, e.g. a
         restarted sandbox).
         """
-        from .jobs import TrainingRun, check_job_name
+        from .jobs import TrainingRun
+        from .training import check_job_name
 
         check_job_name(name, "job")
         known = self.runs.get(name)

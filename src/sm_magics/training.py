@@ -12,26 +12,98 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import params as params_mod
 from .config import clean_value
 from .errors import RemoteFailure, usage_error
-from .jobs import check_job_name, job_name, logged_metric_names, parse_duration
 from .runtime import metric_regex
 
-__all__ = ["JobPlan", "TrainOptions", "plan", "start"]
+__all__ = ["JobPlan", "TrainOptions", "check_job_name", "job_name", "logged_metric_names",
+           "parse_duration", "plan", "start"]
 
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 _CHANNEL = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
 _TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
 _ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
 _REPOSITORY = re.compile(r"^[^/]+/(.+?)(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
 DEFAULT_MAX_RUN = 24 * 3600
 RESERVED_CHANNEL = "params"
+
+
+# ---------------------------------------------------------------- names and values
+
+
+def job_name(base: str, now: datetime | None = None) -> str:
+    """A unique job name ``BASE-YYYYmmdd-HHMMSS-xxxx`` that the API accepts (<= 63 chars).
+
+    >>> job_name("fraud_model", datetime(2026, 11, 24, 10, 15, 0))[:-4]
+    'fraud-model-20261124-101500-'
+    """
+    now = now or datetime.now(timezone.utc)
+    cleaned = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-") or "job"
+    cleaned = re.sub(r"-{2,}", "-", cleaned)[:42].rstrip("-")
+    return f"{cleaned}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def check_job_name(name: str, where: str = "--job-name") -> str:
+    """``name`` when the API accepts it as a training-job name, else a UsageError."""
+    if _JOB_NAME.match(name):
+        return name
+    raise usage_error(
+        f"{where}: '{name}' is not a valid training-job name: use 1 to 63 letters, digits "
+        "and hyphens, starting and ending with a letter or digit."
+    )
+
+
+def parse_duration(text: str, flag: str) -> int:
+    """Seconds in ``90m``, ``2h``, ``1h30m``, ``1d`` or a plain number of seconds.
+
+    >>> parse_duration("1h30m", "--max-run")
+    5400
+    """
+    match = _DURATION.match(text.strip())
+    if not text.strip() or not match or not any(match.groups()):
+        raise usage_error(
+            f"{flag}: '{text}' is not a duration. Use seconds (3600) or units, e.g. 90m, 2h, "
+            "1h30m, 1d."
+        )
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise usage_error(f"{flag}: the duration must be longer than 0 seconds.")
+    return total
+
+
+def logged_metric_names(source: str) -> list[str]:
+    """Names passed as a string literal to ``log_metric(...)`` in training code, in order.
+
+    >>> logged_metric_names('log_metric("loss", 0.1)\\nlog_metric(name="acc", value=1)')
+    ['loss', 'acc']
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "log_metric"):
+            continue
+        first = node.args[0] if node.args else next(
+            (k.value for k in node.keywords if k.arg == "name"), None)
+        if (isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value
+                and first.value not in names and " " not in first.value):
+            names.append(first.value)
+    return names
 
 
 @dataclass

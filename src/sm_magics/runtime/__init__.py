@@ -6,6 +6,10 @@ sm-magics itself (importing it would install its failure hook in the notebook).
 It gives the training code ``params``, ``param(name)``, ``channels``,
 ``model_dir``, ``output_dir`` and ``log_metric(name, value, step=None)``.
 
+This package owns the metric line: the prelude prints ``#metric NAME=VALUE
+[step=N]``, :func:`metric_regex` is what a job's ``MetricDefinitions`` match,
+and :func:`parse_metric_line` is how the notebook reads such a line back.
+
 Example::
 
     >>> source = prelude_source() + "\\nprint(params)\\n"     # the start of a train.py
@@ -18,11 +22,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["METRIC_LINE_PREFIX", "metric_regex", "prelude_source"]
+__all__ = ["METRIC_LINE_PREFIX", "is_metric_line", "metric_regex", "parse_metric_line",
+           "prelude_source"]
 
 METRIC_LINE_PREFIX = "#metric "
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 _SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
+_LINE = re.compile(re.escape(METRIC_LINE_PREFIX) + r"(\S+?)=(\S+)(?: step=(-?\d+))?")
 
 
 def prelude_source() -> str:
@@ -47,3 +53,29 @@ def metric_regex(name: str) -> str:
     if not name or any(c.isspace() or c == "=" for c in name):
         raise ValueError(f"metric names cannot be empty or contain spaces or '=': {name!r}")
     return METRIC_LINE_PREFIX + _SPECIAL.sub(r"\\\1", name) + "=" + _NUMBER
+
+
+def parse_metric_line(line: str) -> tuple[str, float, int | None] | None:
+    """``(name, value, step)`` of a line printed by ``log_metric``, or ``None`` for other lines.
+
+    >>> parse_metric_line("#metric loss=0.25 step=3"), parse_metric_line("epoch 3")
+    (('loss', 0.25, 3), None)
+    """
+    match = _LINE.search(line)
+    if not match:
+        return None
+    try:
+        value = float(match.group(2))
+    except ValueError:
+        return None
+    step = int(match.group(3)) if match.group(3) is not None else None
+    return match.group(1), value, step
+
+
+def is_metric_line(line: str) -> bool:
+    """Whether ``line`` is one that ``log_metric`` printed (shown in charts, not log tails).
+
+    >>> is_metric_line("#metric loss=0.25"), is_metric_line("loss is 0.25")
+    (True, False)
+    """
+    return parse_metric_line(line) is not None

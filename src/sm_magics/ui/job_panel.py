@@ -1,7 +1,7 @@
 """The live panel of a training job, and its plain-text twin.
 
-Both subscribe to a :class:`~sm_magics.jobs.JobWatcher`, which calls them from
-its background thread with a fresh :class:`~sm_magics.jobs.JobSnapshot`
+Both subscribe to a :class:`~sm_magics.watcher.JobWatcher`, which calls them from
+its background thread with a fresh :class:`~sm_magics.jobstate.JobSnapshot`
 whenever something changed. The panel never calls AWS: the Stop button calls
 the ``on_stop`` function it was given.
 
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from html import escape
 
-from ..jobs import JobSnapshot
+from ..jobstate import JobSnapshot
 from .job_summary import (
     chart_svg,
     header_html,

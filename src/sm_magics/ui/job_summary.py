@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from html import escape
 
-from ..jobs import JobSnapshot, MetricsTable, duration
+from ..jobstate import JobSnapshot, MetricsTable, duration
 
-__all__ = ["chart_svg", "phases_html", "summary_html", "summary_text"]
+__all__ = ["chart_svg", "phases_html", "run_html", "summary_html", "summary_text"]
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 _STATUS_COLOURS = {"Completed": "#2e7d32", "Failed": "#c62828", "Stopped": "#ef6c00",
@@ -145,3 +145,12 @@ def summary_text(snap: JobSnapshot) -> str:
         lines.append(f"  reason: {snap.failure_reason or 'no reason given'}")
         lines += [f"    {line}" for line in snap.log_tail[-10:]]
     return "\n".join(lines)
+
+
+def run_html(run) -> str:
+    """The HTML view of a :class:`~sm_magics.jobs.TrainingRun`: its job's summary.
+
+    Registered with IPython's HTML formatter when the extension loads, so a
+    cell ending in ``run`` shows the job and the run object needs no UI import.
+    """
+    return summary_html(run.watcher.snapshot)
