@@ -40,7 +40,7 @@ import sm_magics
 from sm_magics import build
 from sm_magics.aws import AwsContext
 from sm_magics.build import ContainerImage
-from sm_magics.params import ParameterSet, sets_for
+from sm_magics.params import ParameterSet
 
 pytestmark = [pytest.mark.sandbox]
 
@@ -420,7 +420,7 @@ def no_role(shell, monkeypatch, tmp_path):
     magics.images["demo"] = ContainerImage(
         "demo", f"{os.environ['SM_MAGICS_REGISTRY']}/demo:0123456789abcdef", "0123456789abcdef",
         None, tmp_path / "no-build", built=False, param_defaults={"lr": 0.1})
-    sets_for(magics)["demo"] = ParameterSet("demo", {"epochs": 3})
+    magics.session.parameter_sets["demo"] = ParameterSet("demo", {"epochs": 3})
     return shell
 
 

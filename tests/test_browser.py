@@ -111,8 +111,8 @@ def _stop_sandbox(home: Path) -> None:
     """Stop the notebook's sandbox when the notebook did not get to its last cell."""
     import docker
 
+    from sm_magics.engine import HOME_LABEL
     from sm_magics.sandbox import Sandbox
-    from sm_magics.sandbox.executor import HOME_LABEL
 
     Sandbox(home).stop()
     engine = docker.from_env()

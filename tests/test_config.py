@@ -186,6 +186,27 @@ def test_sm_config_sets_session_values_and_shows_their_source(ip, clean_env):
     assert "<td><code>eu-west-1</code></td><td>%sm_config</td>" in settings._repr_html_()
 
 
+def test_every_setting_is_a_trait_and_a_flag_with_the_help_of_its_one_declaration(ip):
+    from sm_magics.magics import SageMakerMagics
+
+    traits = SageMakerMagics.class_traits(config=True)
+    magics = ip.magics_manager.registry["SageMakerMagics"]
+
+    def options_of(magic) -> str:  # the %magic? help, on one line
+        return " ".join(magic.__doc__.split())
+
+    shown = options_of(magics.sm_config)
+    positions = [shown.index(f"{s.flag} {s.name.upper()} {s.described}") for s in config.SETTINGS]
+    assert positions == sorted(positions)
+    for setting in config.SETTINGS:
+        assert traits[setting.name].help == setting.described
+    for magic, name in ((magics.sm_container, "base"), (magics.sm_container, "builder"),
+                        (magics.sm_train, "instance_type")):
+        setting = config.BY_NAME[name]
+        expected = setting.help_with_default(f"the {name} setting")
+        assert f"{setting.flag} {name.upper()} {expected}" in options_of(magic)
+
+
 def test_percent_config_sets_the_same_options(ip, clean_env):
     ip.run_cell(f"%config SageMakerMagics.role = '{ROLE}'")
     ip.run_cell("%config SageMakerMagics.instance_type = 'ml.c5.xlarge'")

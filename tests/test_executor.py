@@ -446,7 +446,7 @@ def test_training_jobs_have_tags_and_other_resources_keep_theirs(clients, image,
 
 
 def test_job_records_outlive_the_executor_and_a_running_job_is_marked_failed(sandbox, tmp_path):
-    from sm_magics.sandbox.executor import TrainingJobExecutor
+    from sm_magics.sandbox.training_api import TrainingJobApi
 
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     records = tmp_path / "training-jobs"
@@ -462,12 +462,12 @@ def test_job_records_outlive_the_executor_and_a_running_job_is_marked_failed(san
                                         "StatusMessage": "Training in progress."}],
     }))
 
-    executor = TrainingJobExecutor(endpoint, tmp_path)
+    api = TrainingJobApi.for_endpoint(endpoint, tmp_path)
     try:
-        described = executor.handle("DescribeTrainingJob", {"TrainingJobName": "interrupted-1"})
-        listed = executor.handle("ListTrainingJobs", {})["TrainingJobSummaries"]
+        described = api.handle("DescribeTrainingJob", {"TrainingJobName": "interrupted-1"})
+        listed = api.handle("ListTrainingJobs", {})["TrainingJobSummaries"]
     finally:
-        executor.shutdown()
+        api.shutdown()
 
     assert described["TrainingJobStatus"] == "Failed"
     assert "stopped while the job was running" in described["FailureReason"]
@@ -503,8 +503,8 @@ def test_stopping_the_sandbox_ends_its_jobs_and_a_restart_reports_them_failed(
     import boto3
     import docker
 
+    from sm_magics.engine import HOME_LABEL
     from sm_magics.sandbox import Sandbox
-    from sm_magics.sandbox.executor import HOME_LABEL
 
     box = Sandbox(tmp_path / "second-sandbox")
     box.start()

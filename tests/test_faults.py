@@ -33,10 +33,10 @@ import boto3
 import pytest
 from IPython.core.error import UsageError
 
+from sm_magics.engine import HOME_LABEL
 from sm_magics.errors import RemoteFailure
 from sm_magics.registry import MANIFEST_TYPES
 from sm_magics.sandbox import Sandbox, temporary_sandbox
-from sm_magics.sandbox.executor import HOME_LABEL
 
 pytestmark = [pytest.mark.docker, pytest.mark.sandbox]
 

@@ -39,7 +39,7 @@ def test_params_cell_records_top_level_assignments_and_keeps_the_variables(ip):
     expected = {"learning_rate": 0.05, "n_estimators": 200, "features": ["amount", "hour"],
                 "model": {"depth": 3, "loss": "log"}, "use_gpu": False, "seed": None}
     assert result == ParameterSet("fraud", expected)
-    assert params.sets_for(magics_of(ip))["fraud"].values == expected
+    assert magics_of(ip).session.parameter_sets["fraud"].values == expected
     assert ip.user_ns["features"] == ["amount", "hour"]
     assert ip.user_ns["n_estimators"] == 200
 
@@ -76,7 +76,7 @@ def test_running_the_cell_again_replaces_the_set(ip):
     ip.run_cell_magic("sm_params", "fraud", "lr = 0.05\nold = 1\n")
     ip.run_cell_magic("sm_params", "fraud", "lr = 0.1\n")
 
-    assert params.sets_for(magics_of(ip))["fraud"].values == {"lr": 0.1}
+    assert magics_of(ip).session.parameter_sets["fraud"].values == {"lr": 0.1}
 
 
 @pytest.mark.parametrize(("cell", "named"), [
@@ -94,7 +94,7 @@ def test_values_json_cannot_hold_faithfully_are_a_usage_error_naming_the_variabl
 
     assert message.startswith("%%sm_params bad: the parameter ")
     assert named in message
-    assert "bad" not in params.sets_for(magics_of(ip))
+    assert "bad" not in magics_of(ip).session.parameter_sets
 
 
 @pytest.mark.parametrize(("line", "cell", "says"), [

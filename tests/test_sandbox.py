@@ -158,7 +158,9 @@ def test_status_says_what_runs_where(own_sandbox):
     assert rows["api"][1:3] == ("running", f"http://127.0.0.1:{state['api']['port']}")
     assert rows["registry"][1:3] == ("running", f"127.0.0.1:{state['registry']['port']}")
     assert rows["base"][1:3] == ("present", BASE_IMAGE)
-    assert "<table>" in status._repr_html_()
+    html = status._repr_html_()
+    assert "<th>service</th><th>state</th>" in html
+    assert f"<td>api</td><td>running</td><td>http://127.0.0.1:{state['api']['port']}</td>" in html
 
 
 def test_no_docker_engine_is_a_usage_error_and_starts_nothing(own_sandbox, monkeypatch):

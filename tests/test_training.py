@@ -225,7 +225,9 @@ def test_the_text_panel_prints_phases_log_lines_and_the_summary(trained):
 def test_a_run_object_reads_well(trained):
     run = trained.run_line_magic("sm_train", "train-demo --params demo --wait")
     assert repr(run).startswith(f"TrainingRun('{run.name}', status='Completed', model_data=")
-    html = run._repr_html_()
+    # the HTML view is the UI's, registered with the shell's formatter when the extension loads
+    formatted, _ = trained.display_formatter.format(run)
+    html = formatted["text/html"]
     assert "sm-model-uri" in html and run.model_data in html
     assert TrainingRun.attach(run.aws, run.name).status == "Completed"
 

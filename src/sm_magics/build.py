@@ -30,7 +30,6 @@ import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -84,20 +83,14 @@ class ContainerImage:
         return f"ContainerImage {self.name}  {self.uri} ({self.state})"
 
     def _repr_html_(self) -> str:
+        from .table import Table
+
         params = ", ".join(f"{k}={v!r}" for k, v in self.param_defaults.items()) or "none"
-        rows = [
-            ("image", f"<code>{escape(self.uri)}</code>"),
-            ("digest", f"<code>{escape(self.digest or '-')}</code>"),
-            ("state", escape(self.state)),
-            ("build context", f"<code>{escape(str(self.build_dir))}</code>"),
-            ("# @param defaults", f"<code>{escape(params)}</code>"),
-        ]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
-            for k, v in rows
-        )
-        return (f"<div class='sm-magics-image'><b>ContainerImage {escape(self.name)}</b>"
-                f"<table>{body}</table></div>")
+        fields = {"image": self.uri, "digest": self.digest or "-", "state": self.state,
+                  "build context": str(self.build_dir), "# @param defaults": params}
+        code = ("image", "digest", "build context", "# @param defaults")
+        return Table.record(fields, title=f"ContainerImage {self.name}", code=code,
+                            css_class="sm-magics-image")._repr_html_()
 
 
 _ENGINE: dict[str | None, Any] = {}

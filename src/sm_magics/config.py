@@ -1,5 +1,8 @@
 """Settings, and where each value came from.
 
+:data:`SETTINGS` declares every setting once (name, help, variables, check,
+default); the magics derive its trait and its flags from that declaration.
+
 Every setting is resolved through the same ladder, highest first:
 
 1. the running magic's own flags (``%sm_train --instance-type ml.c5.xlarge``);
@@ -168,7 +171,18 @@ def _check_registry(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class Setting:
-    """One configurable value: its name, ``%sm_config`` flag, variables and check."""
+    """One configurable value, declared once.
+
+    The declaration is all there is to a setting: the magics derive its trait
+    (``%config SageMakerMagics.<name>``), its ``%sm_config`` flag and the flag of
+    a magic that overrides it for one run; :func:`resolve` reads its variables,
+    SDK key and default; ``check`` says what is wrong with a value (``None``
+    when nothing is). ``unset`` says what an unset value means when that is not
+    a fixed ``default``.
+
+    >>> BY_NAME["instance_type"].flag, BY_NAME["instance_type"].described
+    ('--instance-type', 'Instance type of training jobs, e.g. ml.g5.xlarge (default: ml.m5.large).')
+    """
 
     name: str
     help: str
@@ -176,35 +190,50 @@ class Setting:
     check: Callable[[str], str | None]
     default: str | None = None
     sdk_key: tuple[str, ...] | None = None
+    unset: str | None = None
 
     @property
     def flag(self) -> str:
+        """The option of magics that set it, e.g. ``--instance-type``."""
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def described(self) -> str:
+        """The help, with the value used when nothing sets it (the trait's and %sm_config's)."""
+        return self.help_with_default(self.unset or self.default)
+
+    def help_with_default(self, default: str | None) -> str:
+        """The help ending with ``(default: DEFAULT)`` when ``default`` is given."""
+        if default is None:
+            return self.help
+        return f"{self.help.removesuffix('.')} (default: {default})."
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("profile", "AWS profile from ~/.aws/config to take credentials from.",
             ("SM_MAGICS_PROFILE", "AWS_PROFILE"), _check_profile),
-    Setting("region", "AWS region of every call.", ("SM_MAGICS_REGION", "AWS_REGION",
-            "AWS_DEFAULT_REGION"), _check_region),
+    Setting("region", "AWS region of every call, e.g. us-east-1.",
+            ("SM_MAGICS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"), _check_region),
     Setting("role", "IAM role ARN that SageMaker training jobs run as.", ("SM_MAGICS_ROLE",),
             _check_role, sdk_key=("SageMaker", "TrainingJob", "RoleArn")),
     Setting("bucket", "S3 bucket for parameters, inputs and model artifacts.",
             ("SM_MAGICS_BUCKET",), _check_bucket,
-            sdk_key=("SageMaker", "PythonSDK", "Modules", "Session", "DefaultS3Bucket")),
+            sdk_key=("SageMaker", "PythonSDK", "Modules", "Session", "DefaultS3Bucket"),
+            unset="sagemaker-<region>-<account>"),
     Setting("prefix", "Key prefix inside the bucket.", ("SM_MAGICS_PREFIX",), _check_prefix,
             default=DEFAULT_PREFIX,
             sdk_key=("SageMaker", "PythonSDK", "Modules", "Session", "DefaultS3ObjectKeyPrefix")),
     Setting("base", "Base image of built containers.", ("SM_MAGICS_BASE",), _check_image,
             default=DEFAULT_BASE),
-    Setting("instance_type", "Instance type of training jobs.", ("SM_MAGICS_INSTANCE_TYPE",),
-            _check_instance_type, default=DEFAULT_INSTANCE_TYPE),
+    Setting("instance_type", "Instance type of training jobs, e.g. ml.g5.xlarge.",
+            ("SM_MAGICS_INSTANCE_TYPE",), _check_instance_type, default=DEFAULT_INSTANCE_TYPE),
     Setting("builder", "How images are built.", ("SM_MAGICS_BUILDER",), _check_builder,
             default="docker"),
-    Setting("endpoint_url", "AWS API endpoint (the sandbox sets it; empty means AWS itself).",
-            ("SM_MAGICS_ENDPOINT_URL", "AWS_ENDPOINT_URL"), _check_endpoint),
-    Setting("registry", "Registry host images are pushed to instead of the ECR host "
-            "(the sandbox sets it).", ("SM_MAGICS_REGISTRY",), _check_registry),
+    Setting("endpoint_url", "AWS API endpoint URL, set by the sandbox.",
+            ("SM_MAGICS_ENDPOINT_URL", "AWS_ENDPOINT_URL"), _check_endpoint,
+            unset="AWS itself"),
+    Setting("registry", "Registry host images are pushed to, set by the sandbox.",
+            ("SM_MAGICS_REGISTRY",), _check_registry, unset="the ECR host"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -419,17 +448,10 @@ class Settings(Mapping[str, Value]):
         return repr(Table(("setting", "value", "from"), self.rows()))
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from .table import Table
 
-        body = "".join(
-            f"<tr><td><code>{escape(n)}</code></td><td><code>{escape(v)}</code></td>"
-            f"<td>{escape(s)}</td></tr>"
-            for n, v, s in self.rows()
-        )
-        return (
-            "<table class='sm-magics-config'><thead><tr><th>setting</th><th>value</th>"
-            f"<th>from</th></tr></thead><tbody>{body}</tbody></table>"
-        )
+        return Table(("setting", "value", "from"), self.rows(), code=("setting", "value"),
+                     css_class="sm-magics-config")._repr_html_()
 
 
 def _from_environment(setting: Setting, environ: Mapping[str, str]) -> Value | None:

@@ -15,7 +15,7 @@ This module lays out that directory on the host, fills channels from S3,
 runs the image on the local Docker engine (host networking, the ``SM_*``
 variables of the SageMaker training toolkit, output streamed line by line),
 stops it on request or after a time limit, and packs the results. It serves
-both the sandbox's training-job executor and local runs from a notebook.
+the job-run engine (:mod:`sm_magics.engine`): sandbox jobs and local runs alike.
 
 Example::
 
@@ -41,6 +41,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .s3uri import split_s3_uri
 
 __all__ = [
     "CONTAINER_ROOT",
@@ -235,10 +237,10 @@ def download_channel(s3, uri: str, target: Path, data_type: str = "S3Prefix") ->
     >>> download_channel(boto3.client("s3"), "s3://bucket/data/train/", Path("/tmp/train"))
     3
     """
-    bucket, key = _split_s3(uri)
+    bucket, key = split_s3_uri(uri)
     if data_type == "ManifestFile":
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        prefix_bucket, prefix = _split_s3(manifest[0]["prefix"])
+        prefix_bucket, prefix = split_s3_uri(manifest[0]["prefix"])
         for relative in manifest[1:]:
             _download(s3, prefix_bucket, prefix + relative, target / relative)
         return len(manifest) - 1
@@ -266,13 +268,6 @@ def _download(s3, bucket: str, key: str, destination: Path) -> None:
     s3.download_file(bucket, key, str(destination))
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not an s3:// URI")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key
-
-
 def upload_directory(s3, directory: Path, uri: str) -> int:
     """Copy every file under ``directory`` to the S3 prefix ``uri``; return the number of files.
 
@@ -281,7 +276,7 @@ def upload_directory(s3, directory: Path, uri: str) -> int:
     >>> upload_directory(boto3.client("s3"), Path("/tmp/checkpoints"), "s3://bucket/ckpt")
     2
     """
-    bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+    bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
     files = sorted(path for path in directory.rglob("*") if path.is_file())
     for path in files:
         s3.upload_file(str(path), bucket, prefix + path.relative_to(directory).as_posix())

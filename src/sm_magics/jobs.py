@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import RemoteFailure, usage_error
 from .jobstate import JobSnapshot, MetricsTable, duration, seconds, status_is_terminal
+from .s3uri import split_s3_uri
 from .table import Table
 from .watcher import JobWatcher, SageMakerJobs
 
@@ -124,7 +125,7 @@ class TrainingRun:
         if not uri:
             raise usage_error(f"The job {self.name} has no model artifact (status "
                               f"{self.status}); only a completed job has one.")
-        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        bucket, key = split_s3_uri(uri)
         body = self.aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         target = Path(directory).resolve()
         target.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,17 @@
 """The magics: parse the line, call a service, show the result. Nothing else.
 
-Every option of ``%sm_config`` is also a traitlets option of
-:class:`SageMakerMagics`, so ``%config SageMakerMagics.role = "arn:..."`` and
-``c.SageMakerMagics.role = ...`` in ``ipython_config.py`` work too.
+Each setting declared in :data:`sm_magics.config.SETTINGS` becomes a traitlets
+option of :class:`SageMakerMagics` (``%config SageMakerMagics.role = "arn:..."``,
+``c.SageMakerMagics.role = ...`` in ``ipython_config.py``), a flag of
+``%sm_config``, and the flag of any magic that overrides it for one run
+(:func:`setting_argument`). What the magics remember between cells lives in
+one :class:`~sm_magics.session.Session`.
+
+Example::
+
+    >>> ip.run_line_magic("load_ext", "sm_magics")
+    >>> ip.run_line_magic("sm_config", "--region eu-west-1")["region"].source
+    '%sm_config'
 """
 
 from __future__ import annotations
@@ -25,19 +34,59 @@ from traitlets.config import Configurable
 
 from . import config
 from .errors import usage_error
+from .session import Session, place
 
-__all__ = ["SageMakerMagics"]
+__all__ = ["SageMakerMagics", "setting_argument", "setting_arguments"]
 
 _UNEXPANDED = re.compile(r"(?<!\{)\{[A-Za-z_][^{}]*\}(?!\})")
 
 
-def _place(settings: config.Settings) -> tuple:
-    """Where jobs of ``settings`` live: the same job name elsewhere is another job."""
-    return settings.endpoint_url, settings.region, settings.profile
+def _setting_traits() -> dict[str, Unicode]:
+    """One configurable trait per setting, unset (``None``) until something sets it."""
+    return {s.name: Unicode(None, allow_none=True, config=True, help=s.described)
+            for s in config.SETTINGS}
 
 
-def _trait(help_text: str) -> Unicode:
-    return Unicode(None, allow_none=True, config=True, help=help_text)
+def setting_argument(name: str, help: str | None = None) -> argument:
+    """The flag of setting ``name`` on a magic that overrides the setting for one run.
+
+    The help is the setting's own, saying that the setting is the default, unless
+    ``help`` is given.
+
+    Example::
+
+        @magic_arguments()
+        @setting_argument("base")   # --base BASE  Base image of built containers (default: ...
+        @cell_magic
+        def sm_container(self, line, cell): ...
+    """
+    setting = config.BY_NAME[name]
+    return argument(setting.flag, help=help or setting.help_with_default(f"the {name} setting"))
+
+
+def setting_arguments(func):
+    """Give a magic one flag per setting, in :data:`~sm_magics.config.SETTINGS` order.
+
+    Example::
+
+        @magic_arguments()
+        @setting_arguments          # --profile, --region, ... as %sm_config? lists them
+        @line_magic
+        def sm_config(self, line): ...
+    """
+    # magic_arguments adds the arguments in the reverse order of their decorators'
+    # application, so the last setting is applied first.
+    for setting in reversed(config.SETTINGS):
+        func = setting_argument(setting.name, help=setting.described)(func)
+    return func
+
+
+def _setting_flags(args, where: str) -> dict[str, str]:
+    """The settings given as flags in the parsed line ``args``, checked and cleaned up."""
+    return {
+        s.name: config.check_value(s.name, getattr(args, s.name), where)
+        for s in config.SETTINGS if getattr(args, s.name, None) is not None
+    }
 
 
 def parse(magic, line: str, name: str):
@@ -70,26 +119,26 @@ def parse(magic, line: str, name: str):
 
 @magics_class
 class SageMakerMagics(Magics, Configurable):
-    """Train your own algorithm on Amazon SageMaker from notebook cells."""
+    """Train your own algorithm on Amazon SageMaker from notebook cells.
 
-    region = _trait("AWS region of every call, e.g. 'us-east-1'.")
-    profile = _trait("AWS profile (from ~/.aws/config) to take credentials from.")
-    role = _trait("IAM role ARN that SageMaker training jobs run as.")
-    bucket = _trait("S3 bucket for parameters, inputs and artifacts "
-                    "(default: sagemaker-<region>-<account>).")
-    prefix = _trait("Key prefix inside the bucket (default: 'sm-magics').")
-    base = _trait("Base image of built containers (default: python:3.12-slim).")
-    instance_type = _trait("Instance type of training jobs (default: ml.m5.large).")
-    builder = _trait("How images are built (default: 'docker').")
-    endpoint_url = _trait("AWS API endpoint URL (the sandbox sets it; unset means AWS).")
-    registry = _trait("Registry host to push images to instead of the ECR host.")
+    ``%load_ext sm_magics`` makes one; ``%config SageMakerMagics`` lists its settings.
+
+    >>> magics = SageMakerMagics(shell=ip)
+    >>> magics.region = "eu-west-1"            # what %config SageMakerMagics.region = ... does
+    >>> magics.settings()["region"].source
+    '%config'
+    """
+
+    # The settings' traits, from their one declaration. A class body's locals()
+    # is the namespace the class is made from.
+    locals().update(_setting_traits())
 
     def __init__(self, shell=None, **kwargs) -> None:
         self._sources: dict[str, str] = {}
         self._setting_from = "IPython config"  # the label of values set while loading
         super().__init__(shell=shell, config=shell.config if shell else None, **kwargs)
         self._setting_from = "%config"
-        self._sandbox_previous_env: dict[str, str | None] | None = None
+        self.session = Session()
 
     @validate(*(s.name for s in config.SETTINGS))
     def _check_setting(self, proposal) -> str | None:
@@ -116,16 +165,7 @@ class SageMakerMagics(Magics, Configurable):
     # ------------------------------------------------------------ %sm_config
 
     @magic_arguments()
-    @argument("--region", help="AWS region, e.g. us-east-1.")
-    @argument("--profile", help="AWS profile from ~/.aws/config.")
-    @argument("--role", help="IAM role ARN for training jobs.")
-    @argument("--bucket", help="S3 bucket (default: sagemaker-<region>-<account>).")
-    @argument("--prefix", help="Key prefix in the bucket (default: sm-magics).")
-    @argument("--base", help="Base image of built containers.")
-    @argument("--instance-type", help="Instance type of training jobs, e.g. ml.m5.large.")
-    @argument("--builder", help="How images are built: docker.")
-    @argument("--endpoint-url", help="AWS API endpoint URL (the sandbox sets it).")
-    @argument("--registry", help="Registry host to push to instead of the ECR host.")
+    @setting_arguments
     @argument("--unset", nargs="+", metavar="NAME", default=[],
               help="Forget session values, e.g. --unset role bucket.")
     @argument("--show", action="store_true", help="Show the effective settings (the default).")
@@ -149,10 +189,7 @@ class SageMakerMagics(Magics, Configurable):
                 f"%sm_config --unset: {', '.join(unknown)} is not a setting. "
                 f"Settings: {', '.join(s.name for s in config.SETTINGS)}."
             )
-        given = {
-            s.name: config.check_value(s.name, getattr(args, s.name))
-            for s in config.SETTINGS if getattr(args, s.name) is not None
-        }
+        given = _setting_flags(args, "%sm_config")
         self._setting_from = "%sm_config"
         try:
             for name in args.unset:
@@ -199,15 +236,13 @@ class SageMakerMagics(Magics, Configurable):
         box = Sandbox()
         if args.action == "start":
             status = box.start(log=print)
-            previous = box.apply_environment()
-            if self._sandbox_previous_env is None:
-                self._sandbox_previous_env = previous
+            self.session.save_environment(box.apply_environment())
             return status
         if args.action == "stop":
             status = box.stop()
-            if self._sandbox_previous_env is not None:
-                box.restore_environment(self._sandbox_previous_env)
-                self._sandbox_previous_env = None
+            previous = self.session.take_saved_environment()
+            if previous is not None:
+                box.restore_environment(previous)
             return status
         return box.status()
 
@@ -237,7 +272,7 @@ class SageMakerMagics(Magics, Configurable):
 
         source = self.shell.transform_cell(cell)
         captured = params.capture(args.name, source, self.shell.user_ns, run=self.shell.ex)
-        params.sets_for(self)[captured.name] = captured
+        self.session.parameter_sets[captured.name] = captured
         return captured
 
     # ------------------------------------------------------------ %%sm_container
@@ -245,13 +280,13 @@ class SageMakerMagics(Magics, Configurable):
     @property
     def images(self) -> dict:
         """The latest ``ContainerImage`` built by ``%%sm_container`` for each name."""
-        return self.__dict__.setdefault("_images", {})
+        return self.session.images
 
     @magic_arguments()
     @argument("name", help="Container name, also the ECR repository: e.g. fraud or team/fraud. "
               "Write it first, as options such as --pip take several values.")
     @argument("-o", "--output", metavar="VAR", help="Store the ContainerImage in VAR.")
-    @argument("--base", help="Base image (default: the `base` setting).")
+    @setting_argument("base")
     @argument("--pip", nargs="+", action="extend", default=[], metavar="SPEC",
               help="pip packages, e.g. --pip pandas==2.2.2 scikit-learn.")
     @argument("--requirements", metavar="FILE", help="A requirements file to install.")
@@ -268,7 +303,7 @@ class SageMakerMagics(Magics, Configurable):
               "`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}` uses the base setting.")
     @argument("--no-push", action="store_true",
               help="Build in the local Docker engine only: no ECR, no push.")
-    @argument("--builder", help="How the image is built: docker (the default).")
+    @setting_argument("builder")
     @cell_magic
     def sm_container(self, line: str = "", cell: str = ""):
         """Turn the cell into a training image in ECR; rebuild only when the code changes.
@@ -296,12 +331,7 @@ class SageMakerMagics(Magics, Configurable):
             raise usage_error(
                 f"%%sm_container -o {args.output}: give a Python variable name, e.g. -o image."
             )
-        flags = {
-            name: config.check_value(name, value, "%%sm_container")
-            for name, value in (("base", args.base), ("builder", args.builder))
-            if value is not None
-        }
-        settings = self.settings(**flags)
+        settings = self.settings(**_setting_flags(args, "%%sm_container"))
         from IPython.display import display
 
         from .build import BuildService
@@ -317,7 +347,7 @@ class SageMakerMagics(Magics, Configurable):
             args.name, widgets=getattr(self.shell, "kernel", None) is not None, display=display
         )
         image = BuildService(settings, listener=panel).build(recipe, push=not args.no_push)
-        self.images[image.name] = image
+        self.session.images[image.name] = image
         if args.output:
             self.shell.user_ns[args.output] = image
         return image
@@ -359,7 +389,7 @@ class SageMakerMagics(Magics, Configurable):
     @argument("--input", nargs="+", action="extend", default=[], dest="inputs",
               metavar="CHANNEL=PATH_OR_S3", help="Input channels: local paths are synced to S3.")
     @argument("--output", metavar="S3URI", help="Where model.tar.gz goes.")
-    @argument("--instance-type", help="e.g. ml.m5.large (default: the instance_type setting).")
+    @setting_argument("instance_type")
     @argument("--instance-count", type=int, default=1, help="Number of instances.")
     @argument("--volume-size", type=int, default=30, metavar="GB", help="Disk per instance.")
     @argument("--max-run", metavar="DURATION", help="Stop the job after this long: 90m, 2h.")
@@ -389,45 +419,37 @@ class SageMakerMagics(Magics, Configurable):
             job.model_data, job.metrics
 
         Parameters are resolved (`# @param` defaults < --params sets < --hp), written to
-        S3 once per distinct content, and reach the code typed. Local --input folders
-        are synced to S3 (only changed files are uploaded). The panel shows the phases,
-        logs, metrics and a Stop button, while the notebook stays free; with --wait the
-        cell blocks and fails when the job fails. Returns a TrainingRun.
+        S3 once per distinct content, and reach the code typed; values too big for
+        SageMaker's hyperparameters travel only in the `params` channel (a note names
+        them once). Local --input folders are synced to S3 (only changed files are
+        uploaded). The panel shows the phases, logs, metrics and a Stop button, while
+        the notebook stays free; with --wait the cell blocks and fails when the job
+        fails. Returns a TrainingRun.
         """
         args = parse(self.sm_train, line, "sm_train")
-        from . import params as params_mod
         from . import training
         from .jobs import TrainingRun
 
-        flags = {}
-        if args.instance_type is not None:
-            flags["instance_type"] = config.check_value("instance_type", args.instance_type,
-                                                        "%sm_train")
-        aws = self._aws(**flags)
-        options = training.TrainOptions(
-            target=args.target, params=args.params, hp=args.hp, inputs=args.inputs,
-            output=args.output, instance_type=args.instance_type,
-            instance_count=args.instance_count, volume_size=args.volume_size,
-            max_run=args.max_run, spot=args.spot, max_wait=args.max_wait,
-            keep_alive=args.keep_alive, env=args.env, tags=args.tags, job_name=args.job_name,
-            metrics=args.metrics, local=args.local,
-            notebook=self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME"),
-        )
-        job = training.plan(aws, options, self.images, params_mod.sets_for(self))
-        previous = self._last_params.get(job.container)
-        if previous is not None and previous != job.params:
-            print(repr(params_mod.diff_table(previous, job.params)))
+        aws = self._aws(**_setting_flags(args, "%sm_train"))
+        notebook = self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+        options = training.TrainOptions.from_args(args, notebook=notebook)
+        job = training.plan(aws, options, self.session.images, self.session.parameter_sets)
+        changed = self.session.params_changed(job.container, job.params)
+        if changed is not None:
+            print(repr(changed))
+        note = self.session.channel_only_note(job.container, job.params)
+        if note:
+            print(note)
         from IPython.display import display
 
         from .ui.progress import upload_progress
 
-        jobs = self._local_jobs(aws) if args.local else None
+        jobs = self.session.local_jobs(aws) if args.local else None
         training.start(aws, job, progress=lambda channel: upload_progress(
             f"--input {channel}", widgets=self._widgets(), display=display), local_jobs=jobs)
-        self._last_params[job.container] = job.params
         run = TrainingRun(aws, job.name, params=job.params, image=job.image or job.image_uri,
                           jobs=jobs)
-        self.runs[job.name] = run
+        self.session.add_run(run, container=job.container)
         return self._follow(run, wait=args.wait)
 
     def _run_named(self, name: str, fresh: bool = False):
@@ -441,10 +463,10 @@ class SageMakerMagics(Magics, Configurable):
         from .training import check_job_name
 
         check_job_name(name, "job")
-        known = self.runs.get(name)
+        known = self.session.runs.get(name)
         if known is not None and not known.jobs.local:
             aws = self._aws()
-            if _place(aws.settings) != _place(known.aws.settings):
+            if place(aws.settings) != place(known.aws.settings):
                 known = None
         if known is None:
             return TrainingRun.attach(self._aws(), name)
@@ -453,24 +475,10 @@ class SageMakerMagics(Magics, Configurable):
                                jobs=known.jobs)
         return known
 
-    def _local_jobs(self, aws):
-        """The session's engine for --local jobs (one per region and endpoint)."""
-        from .local import LocalJobs
-
-        engines = self.__dict__.setdefault("_local_engines", {})
-        key = _place(aws.settings)
-        if key not in engines:
-            engines[key] = LocalJobs(aws)
-        return engines[key]
-
     @property
     def runs(self) -> dict:
         """The training runs started or attached in this session, by job name."""
-        return self.__dict__.setdefault("_runs", {})
-
-    @property
-    def _last_params(self) -> dict:
-        return self.__dict__.setdefault("_last_params_by_container", {})
+        return self.session.runs
 
     @magic_arguments()
     @argument("job", help="Name of a training job.")
@@ -485,8 +493,7 @@ class SageMakerMagics(Magics, Configurable):
             job = %sm_attach fraud-20261124-101500-ab12
         """
         args = parse(self.sm_attach, line, "sm_attach")
-        run = self._run_named(args.job, fresh=True)
-        self.runs[run.name] = run
+        run = self.session.add_run(self._run_named(args.job, fresh=True))
         return self._follow(run, wait=args.wait)
 
     @magic_arguments()
@@ -535,7 +542,9 @@ class SageMakerMagics(Magics, Configurable):
     @argument("job", help="Name of a training job.")
     @line_magic
     def sm_stop(self, line: str = ""):
-        """Stop a training job (it ends as Stopped; the model is not uploaded).
+        """Stop a training job: its program gets SIGTERM, and the job ends as Stopped.
+
+        What the program saved in `model_dir` by then is still uploaded, as on SageMaker.
 
         Example::
 
@@ -543,7 +552,7 @@ class SageMakerMagics(Magics, Configurable):
         """
         args = parse(self.sm_stop, line, "sm_stop")
         run = self._run_named(args.job)
-        if run.status in ("Completed", "Failed", "Stopped"):
+        if run.snapshot.done:
             print(f"The job {args.job} already ended: {run.status}.")
             return
         run.stop()

@@ -9,8 +9,10 @@ Values must survive a JSON round trip unchanged: ``str``, ``int``, ``float``
 (finite), ``bool``, ``None``, and ``list`` / ``dict`` (string keys) of those.
 Tuples are refused rather than silently turned into lists, because the
 training code would get a list back; sets, NaN/infinity, NumPy scalars and
-other objects are refused too. Names starting with ``_`` are helpers and are
-not recorded (SageMaker reserves such hyperparameter names).
+other objects are refused too. :func:`json_problem` is that rule for every
+parameter, ``# @param`` defaults in container cells included. Names starting
+with ``_`` are helpers and are not recorded (SageMaker reserves such
+hyperparameter names).
 
 Example::
 
@@ -31,7 +33,6 @@ import json
 import math
 import re
 import warnings
-import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +54,10 @@ __all__ = [
     "diff",
     "diff_table",
     "hyperparameters",
+    "json_problem",
     "parse_hp",
     "resolve",
     "secret_reason",
-    "sets_for",
     "sha256",
     "validate",
     "warn_if_secret",
@@ -84,8 +85,12 @@ def _kind(value: Any) -> str:
 # ---------------------------------------------------------------- validation
 
 
-def _problem(value: Any, path: str) -> str | None:
-    """Why ``value`` (found at ``path``) cannot go through JSON unchanged, or ``None``."""
+def json_problem(value: Any, path: str) -> str | None:
+    """Why ``value`` (found at ``path``) cannot go through JSON unchanged, or ``None``.
+
+    >>> json_problem({"size": [224, 224]}, "cfg") is None, json_problem((224, 224), "shape")
+    (True, 'shape is a tuple, which would come back as a list; write it as a list [...]')
+    """
     kind = type(value)
     if value is None or kind in (str, bool):
         return None
@@ -99,7 +104,7 @@ def _problem(value: Any, path: str) -> str | None:
         return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
     if kind is list:
         for i, item in enumerate(value):
-            problem = _problem(item, f"{path}[{i}]")
+            problem = json_problem(item, f"{path}[{i}]")
             if problem:
                 return problem
         return None
@@ -107,7 +112,7 @@ def _problem(value: Any, path: str) -> str | None:
         for key, item in value.items():
             if type(key) is not str:
                 return f"{path} has the key {key!r} ({type(key).__name__}); JSON keys are strings"
-            problem = _problem(item, f"{path}[{key!r}]")
+            problem = json_problem(item, f"{path}[{key!r}]")
             if problem:
                 return problem
         return None
@@ -127,7 +132,7 @@ def validate(name: str, value: Any, where: str) -> Any:
     >>> validate("lr", 0.05, "%%sm_params fraud")
     0.05
     """
-    problem = _problem(value, name)
+    problem = json_problem(value, name)
     if problem:
         raise usage_error(
             f"{where}: the parameter {name} cannot be passed to a training job: {problem}. "
@@ -375,22 +380,6 @@ class ParameterSets(MutableMapping[str, ParameterSet]):
         return [self._sets[n] for n in names]
 
 
-_SETS: weakref.WeakKeyDictionary[Any, ParameterSets] = weakref.WeakKeyDictionary()
-
-
-def sets_for(owner: Any) -> ParameterSets:
-    """The parameter sets of ``owner`` (the magics instance of a session), created empty.
-
-    >>> class Session: pass
-    >>> owner = Session()
-    >>> sets_for(owner) is sets_for(owner)
-    True
-    """
-    if owner not in _SETS:
-        _SETS[owner] = ParameterSets()
-    return _SETS[owner]
-
-
 # ---------------------------------------------------------------- resolution
 
 
@@ -466,7 +455,11 @@ def sha256(doc: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class DiffRow:
-    """One parameter that differs between two runs: ``change`` is added/removed/changed."""
+    """One parameter that differs between two runs: ``change`` is added/removed/changed.
+
+    >>> DiffRow("lr", "changed", before=0.1, after=0.2).change
+    'changed'
+    """
 
     name: str
     change: str
@@ -516,7 +509,11 @@ def diff_table(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
 
 @dataclass(frozen=True)
 class HyperparameterFit:
-    """Hyperparameters that fit the API limits, and the names left to the channel alone."""
+    """Hyperparameters that fit the API limits, and the names left to the channel alone.
+
+    >>> hyperparameters({"lr": 0.1, "vocabulary": ["word"] * 50}).left_out
+    {'vocabulary': 'value is 351 characters as JSON, over 256'}
+    """
 
     values: dict[str, str]
     left_out: dict[str, str] = field(default_factory=dict)

@@ -30,7 +30,6 @@ import ast
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import usage_error
-from .params import warn_if_secret
+from .params import json_problem, warn_if_secret
 
 __all__ = [
     "BuildContext",
@@ -152,24 +151,6 @@ def _check_code(code: str, name: str) -> None:
         ) from None
 
 
-def _is_json_value(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, str)):
-        return True
-    if isinstance(value, int):
-        try:
-            str(value)
-        except ValueError:  # Python refuses to write integers of over 4300 digits as text
-            return False
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(_is_json_value(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
-    return False
-
-
 # ---------------------------------------------------------------- @param
 
 
@@ -212,10 +193,10 @@ _NOT_LITERAL = object()
 def rewrite_params(code: str, name: str = "cell") -> ParamScript:
     """Rewrite top-level ``x = <literal>  # @param`` lines to read ``param("x")``.
 
-    The values must be literals that JSON can carry (numbers, strings, booleans,
-    ``None``, lists and dicts of those); anything else is a UsageError naming
-    the line. A rewritten value spanning several lines keeps its line count, so
-    line numbers in tracebacks still match the cell.
+    The values must be literals that JSON can carry, by the same rule as
+    parameter sets (:func:`~sm_magics.params.json_problem`); anything else is a
+    UsageError naming the line. A rewritten value spanning several lines keeps
+    its line count, so line numbers in tracebacks still match the cell.
 
     >>> rewrite_params("epochs = 10  # @param\\nprint(epochs)\\n").defaults
     {'epochs': 10}
@@ -249,11 +230,13 @@ def rewrite_params(code: str, name: str = "cell") -> ParamScript:
             default = ast.literal_eval(value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             default = _NOT_LITERAL
-        if default is _NOT_LITERAL or not _is_json_value(default):
+        problem = None if default is _NOT_LITERAL else json_problem(default, variable)
+        if default is _NOT_LITERAL or problem:
+            why = f" ({problem})" if problem else ""
             raise usage_error(
                 f"%%sm_container {name}: the `# @param` value of `{variable}` on line {lineno} "
-                f"is `{segment}`, which is not a JSON value. Use a number, string, True/False, "
-                "None, or a list or dict of those (tuples and sets are not JSON)."
+                f"is `{segment}`, which is not a JSON value{why}. Use a literal number, string, "
+                "True/False, None, or a list or dict (with string keys) of those."
             )
         if variable in defaults:
             raise usage_error(

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from .errors import RemoteFailure
 
-__all__ = ["MANIFEST_TYPES", "Registry", "split_image_uri"]
+__all__ = ["MANIFEST_TYPES", "Registry"]
 
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -32,17 +32,6 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
 )
 _TIMEOUT = 30
-
-
-def split_image_uri(uri: str) -> tuple[str, str, str]:
-    """``host/repo:tag`` -> ``(host, repo, tag)``.
-
-    >>> split_image_uri("127.0.0.1:5000/team/fraud:3f1c9a0b")
-    ('127.0.0.1:5000', 'team/fraud', '3f1c9a0b')
-    """
-    host, _, rest = uri.partition("/")
-    repository, _, tag = rest.rpartition(":")
-    return host, repository, tag
 
 
 def _is_loopback(host: str) -> bool:
@@ -56,6 +45,9 @@ class Registry:
     ``credentials(refresh)`` returns the ``Basic`` credential (or ``None`` for
     an open registry); it is called again with ``refresh=True`` once when the
     registry answers 401, so an expired token is replaced.
+
+    >>> Registry("127.0.0.1:5000").manifest_digest("fraud", "no-such-tag") is None
+    True
     """
 
     def __init__(
@@ -110,7 +102,3 @@ class Registry:
                     reason=str(reason),
                     hint="Check the network, or `%sm_sandbox status` when working offline.",
                 ) from None
-
-    def has_tag(self, repository: str, tag: str) -> bool:
-        """Whether ``repository:tag`` exists in this registry."""
-        return self.manifest_digest(repository, tag) is not None

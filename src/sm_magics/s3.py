@@ -41,6 +41,7 @@ from typing import Any
 
 from .errors import RemoteFailure, usage_error
 from .params import canonical_json
+from .s3uri import split_s3_uri
 
 __all__ = [
     "SyncResult",
@@ -71,11 +72,11 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     >>> parse_s3_uri("s3://my-bucket/data/train/")
     ('my-bucket', 'data/train/')
     """
-    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
+    try:
+        return split_s3_uri(uri)
+    except ValueError:
         raise usage_error(f"'{uri}' is not an S3 URI. Write s3://BUCKET/KEY, "
-                          "e.g. s3://my-bucket/data/train/.")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
+                          "e.g. s3://my-bucket/data/train/.") from None
 
 
 def _key_prefix(aws, container: str) -> str:

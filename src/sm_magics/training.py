@@ -16,7 +16,7 @@ import ast
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,11 @@ def logged_metric_names(source: str) -> list[str]:
 
 @dataclass
 class TrainOptions:
-    """The options of one ``%sm_train`` line, as given (strings; checked by :func:`plan`)."""
+    """The options of one ``%sm_train`` line, as given (strings; checked by :func:`plan`).
+
+    >>> TrainOptions("fraud", params=["fraud"], hp=["lr=0.1"]).hp
+    ['lr=0.1']
+    """
 
     target: str
     params: Sequence[str] = ()
@@ -128,6 +132,22 @@ class TrainOptions:
     metrics: Sequence[str] = ()
     notebook: str | None = None
     local: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any, **extra: Any) -> TrainOptions:
+        """The options of a parsed ``%sm_train`` line: every field it has, plus ``extra``.
+
+        The magic's options are stored under the fields' names (``--input`` as
+        ``inputs``); options that are not fields, such as ``--wait``, are left out.
+
+        >>> from argparse import Namespace
+        >>> options = TrainOptions.from_args(Namespace(target="fraud", spot=True, wait=True),
+        ...                                  notebook="fraud.ipynb")
+        >>> options.spot, options.notebook
+        (True, 'fraud.ipynb')
+        """
+        given = vars(args)
+        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given}, **extra)
 
 
 @dataclass

@@ -6,7 +6,8 @@ action, for example ``SageMaker.CreateTrainingJob``): a target listed in
 moto unchanged. Runs as its own process so that the sandbox outlives a
 notebook kernel::
 
-    python -m sm_magics.sandbox.gateway --port 4599
+    python -m sm_magics.sandbox.gateway --port 4599 --home ~/.sm_magics/sandbox \\
+        --ready-file ready.json
 
 Fault injection, a facility for tests: ``POST /_sm_magics/faults`` with a JSON
 rule makes the next ``count`` matching requests fail with that HTTP status and
@@ -36,16 +37,15 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from .executor import TrainingJobExecutor
+from .protocol import CONTENT_TYPE, WSGIApp, json_handlers
 
-WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
+if TYPE_CHECKING:
+    from .training_api import TrainingJobApi
 
 __all__ = ["FAULTS_PATH", "Faults", "Gateway", "main"]
 
 FAULTS_PATH = "/_sm_magics/faults"
 _SIGNING_SERVICE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
-_JSON = "application/x-amz-json-1.1"
 
 
 def _service_of(environ: dict[str, Any]) -> str:
@@ -147,7 +147,7 @@ def _fault_response(rule: dict[str, Any], environ: dict[str, Any],
     request_id = str(uuid.uuid4())
     if environ.get("HTTP_X_AMZ_TARGET"):
         body = json.dumps({"__type": rule["code"], "message": rule["message"]}).encode()
-        return _respond(start_response, rule["status"], body, _JSON,
+        return _respond(start_response, rule["status"], body, CONTENT_TYPE,
                         [("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", rule["code"])])
     from xml.sax.saxutils import escape
 
@@ -196,15 +196,20 @@ class Gateway:
         return handler(environ, start_response)
 
 
-def build_app(executor: TrainingJobExecutor | None = None) -> Gateway:
+def build_app(training: TrainingJobApi | None = None) -> Gateway:
     """moto's server application wrapped in a :class:`Gateway`.
 
-    With ``executor``, the training-job API is answered by it (jobs really run).
+    With ``training``, the training-job API is answered by it (jobs really run).
     """
     from moto.server import DomainDispatcherApplication, create_backend_app
 
     moto_app = DomainDispatcherApplication(create_backend_app)
-    return Gateway(moto_app, executor.wsgi_handlers(moto_app) if executor else None)
+    handlers = None
+    if training is not None:
+        from .training_api import OPERATIONS
+
+        handlers = json_handlers("SageMaker", OPERATIONS, training.handle, fallback=moto_app)
+    return Gateway(moto_app, handlers)
 
 
 SEED_ROLE = "SageMakerExecutionRole"
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ready-file", type=Path, required=True,
                         help="Written (JSON) once the endpoint answers and is seeded.")
-    parser.add_argument("--home", type=Path, default=None,
+    parser.add_argument("--home", type=Path, required=True,
                         help="The sandbox home, where training-job records are kept.")
     parser.add_argument("--max-jobs", type=int, default=2,
                         help="How many training jobs run at once.")
@@ -242,16 +247,15 @@ def main(argv: list[str] | None = None) -> None:
     from moto.server import MotoRequestHandler
     from werkzeug.serving import make_server
 
-    from .executor import TrainingJobExecutor
-    from .services import sandbox_home
+    from .training_api import TrainingJobApi
 
-    executor = TrainingJobExecutor(f"http://127.0.0.1:{args.port}", args.home or sandbox_home(),
-                                   max_concurrent=args.max_jobs)
-    server = make_server("127.0.0.1", args.port, build_app(executor), threaded=True,
+    training = TrainingJobApi.for_endpoint(f"http://127.0.0.1:{args.port}", args.home,
+                                           max_concurrent=args.max_jobs)
+    server = make_server("127.0.0.1", args.port, build_app(training), threaded=True,
                          request_handler=MotoRequestHandler)
 
     def stop(*_: Any) -> None:
-        executor.shutdown()  # while the endpoint still answers the jobs' last requests
+        training.shutdown()  # while the endpoint still answers the jobs' last requests
         server.shutdown()
 
     signal.signal(signal.SIGTERM, stop)

@@ -164,15 +164,10 @@ class SandboxStatus:
     def _repr_html_(self) -> str:
         from html import escape
 
-        body = "".join(
-            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows()
-        )
+        table = Table(("service", "state", "where", "detail"), self.rows(),
+                      title=f"sm-magics sandbox ({self.home})", code=(), css_class="sm-sandbox")
         note = f"<p>{escape(self.note)}</p>" if self.note else ""
-        return (
-            f"<p><b>sm-magics sandbox</b> <code>{escape(str(self.home))}</code></p>"
-            "<table><thead><tr><th>service</th><th>state</th><th>where</th><th>detail</th>"
-            f"</tr></thead><tbody>{body}</tbody></table>{note}"
-        )
+        return table._repr_html_() + note
 
 
 class Sandbox:

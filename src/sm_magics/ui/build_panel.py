@@ -5,7 +5,9 @@ Two renderings of the same :class:`~sm_magics.build.BuildListener` events:
 * :class:`WidgetBuildPanel` (ipywidgets) for a notebook frontend: the stages
   with the current one highlighted, the current Dockerfile step, the last log
   lines, a progress bar per pushed layer, and the image URI and digest at the
-  end. Updates are batched (``hold_sync``) and rate-limited.
+  end. Log lines are rate-limited; each part is one HTML widget, so an
+  update sends one message per part that changed. A saved notebook shows a
+  static summary of the build.
 * :class:`TextBuildPanel` for terminals, logs and frontends without widgets:
   the same information as lines of text.
 
@@ -29,12 +31,20 @@ from collections.abc import Callable
 from html import escape
 
 from ..build import STAGES, BuildListener, ContainerImage
+from ..table import Table
+from .summary_box import summary_box
 
 __all__ = ["TextBuildPanel", "WidgetBuildPanel", "build_panel"]
 
 _FINAL_LAYER_STATES = ("Pushed", "Layer already exists", "Mounted from")
 _TAIL = 12
 _MIN_INTERVAL = 0.25
+_MARK_STYLES = {
+    "✓": "color:#2e7d32",
+    "▶": "background:#e3f2fd;color:#0d47a1;font-weight:bold;padding:0 4px",
+    "✗": "color:#c62828;font-weight:bold",
+    "○": "color:#999",
+}
 
 
 def _size(count: int | None) -> str:
@@ -93,11 +103,19 @@ class TextBuildPanel(BuildListener):
 class WidgetBuildPanel(BuildListener):
     """The build's progress in ipywidgets; ``widget`` is the box to display.
 
-    >>> panel = WidgetBuildPanel("fraud")
-    >>> display(panel.widget)
+    With ``display`` (IPython's), the panel shows itself and, once the build
+    finished or failed, updates its display so that a saved notebook carries a
+    static summary (:meth:`summary_text`, :meth:`summary_html`) next to the widget.
+
+    >>> panel = WidgetBuildPanel("fraud", display=display)
+    >>> BuildService(settings, listener=panel).build(recipe)
+    >>> print(panel.summary_text())
+    %%sm_container fraud
+    ✓ Prepare → ✓ Look up → ✓ Build → ✓ Push
+    ...
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, display: Callable[..., object] | None = None) -> None:
         import ipywidgets as widgets
 
         self.name = name
@@ -107,6 +125,8 @@ class WidgetBuildPanel(BuildListener):
         self._step = ""
         self._tail: deque[str] = deque(maxlen=_TAIL)
         self._layers: dict[str, tuple[str, int | None, int | None]] = {}
+        self._image: ContainerImage | None = None
+        self._error = ""
         self._last_flush = 0.0
         self.header = widgets.HTML(f"<b>%%sm_container {escape(name)}</b>")
         self.stages = widgets.HTML()
@@ -114,31 +134,30 @@ class WidgetBuildPanel(BuildListener):
         self.log_tail = widgets.HTML()
         self.layers = widgets.HTML()
         self.result = widgets.HTML()
-        self.widget = widgets.VBox(
+        self.widget = summary_box(
             [self.header, self.stages, self.current_step, self.log_tail, self.layers,
              self.result],
-            layout=widgets.Layout(border="1px solid #ddd", padding="4px 8px"),
+            css_class="sm-build-panel",
         )
-        self.widget.add_class("sm-build-panel")
         self._flush(force=True)
+        self._handle = display(self.widget, display_id=True) if display else None
 
     # ------------------------------------------------------------ rendering
 
+    def _marks(self) -> list[tuple[str, str]]:
+        """(mark, stage) for each stage: ✓ done, ▶ running, ✗ failed, ○ not run."""
+        def mark(name: str) -> str:
+            if name == self._current:
+                return "✗" if self._failed else "▶"
+            return "✓" if name in self._done else "○"
+
+        return [(mark(name), name) for name in STAGES]
+
     def _stages_html(self) -> str:
-        parts = []
-        for name in STAGES:
-            if name == self._current and self._failed:
-                parts.append(f"<span style='color:#c62828;font-weight:bold'>✗ {name}</span>")
-            elif name == self._current:
-                parts.append(
-                    "<span style='background:#e3f2fd;color:#0d47a1;font-weight:bold;"
-                    f"padding:0 4px'>▶ {name}</span>"
-                )
-            elif name in self._done:
-                parts.append(f"<span style='color:#2e7d32'>✓ {name}</span>")
-            else:
-                parts.append(f"<span style='color:#999'>○ {name}</span>")
-        return " &nbsp;→&nbsp; ".join(parts)
+        return " &nbsp;→&nbsp; ".join(
+            f"<span style='{_MARK_STYLES[mark]}'>{mark} {name}</span>"
+            for mark, name in self._marks()
+        )
 
     def _layers_html(self) -> str:
         if not self._layers:
@@ -162,18 +181,65 @@ class WidgetBuildPanel(BuildListener):
         if not force and now - self._last_flush < _MIN_INTERVAL:
             return
         self._last_flush = now
-        with self.widget.hold_sync():
-            self.stages.value = self._stages_html()
-            self.current_step.value = (
-                f"<code>{escape(self._step)}</code>" if self._step else ""
-            )
-            # the tail is short (_TAIL lines): shown whole, newest line last, long lines wrapped
-            self.log_tail.value = (
-                "<pre style='font-size:85%;white-space:pre-wrap;overflow-wrap:anywhere;"
-                "margin:2px 0'>"
-                + escape("\n".join(self._tail)) + "</pre>"
-            ) if self._tail else ""
-            self.layers.value = self._layers_html()
+        # One message per part whose HTML changed: traitlets sends nothing for an
+        # unchanged value, and each part has this one trait to update.
+        self.stages.value = self._stages_html()
+        self.current_step.value = f"<code>{escape(self._step)}</code>" if self._step else ""
+        # the tail is short (_TAIL lines): shown whole, newest line last, long lines wrapped
+        self.log_tail.value = (
+            "<pre style='font-size:85%;white-space:pre-wrap;overflow-wrap:anywhere;"
+            "margin:2px 0'>"
+            + escape("\n".join(self._tail)) + "</pre>"
+        ) if self._tail else ""
+        self.layers.value = self._layers_html()
+
+    # ------------------------------------------------------------ summary
+
+    def _summary_table(self) -> Table:
+        if self._image is None:
+            fields = {"error": self._error}
+        else:
+            fields = {"image": self._image.uri, "state": self._image.state}
+            if self._image.digest:
+                fields["digest"] = self._image.digest
+            layers = self._layer_counts()
+            if layers:
+                fields["layers"] = layers
+        return Table.record(fields, code=("image", "digest"), css_class="sm-build-result")
+
+    def _layer_counts(self) -> str:
+        """``3 pushed, 2 already in the registry`` (mounted layers were there already)."""
+        final = [status for status, _, _ in self._layers.values() if _is_final(status)]
+        pushed = sum(status.startswith("Pushed") for status in final)
+        counts = [f"{pushed} pushed" if pushed else "",
+                  f"{len(final) - pushed} already in the registry" if len(final) > pushed else ""]
+        return ", ".join(filter(None, counts))
+
+    def summary_text(self) -> str:
+        """The finished (or failed) build as text: stages, then the image or the error.
+
+        >>> print(panel.summary_text())
+        %%sm_container fraud
+        ✓ Prepare → ✓ Look up → ✗ Build → ○ Push
+        error  Build of fraud failed at step 3/6: RUN false
+        """
+        stages = " → ".join(f"{mark} {name}" for mark, name in self._marks())
+        return f"%%sm_container {self.name}\n{stages}\n{self._summary_table()!r}"
+
+    def summary_html(self) -> str:
+        """The finished (or failed) build as static HTML, the same parts as :meth:`summary_text`.
+
+        >>> "✓ Push" in panel.summary_html()
+        True
+        """
+        return (f"<div class='sm-build-summary'><b>%%sm_container {escape(self.name)}</b>"
+                f"<div>{self._stages_html()}</div>{self._summary_table()._repr_html_()}</div>")
+
+    def _show_summary(self) -> None:
+        self.widget.summary_html = self.summary_html()
+        self.widget.summary_text = self.summary_text()
+        if self._handle is not None:
+            self._handle.update(self.widget)
 
     # ------------------------------------------------------------ events
 
@@ -202,29 +268,32 @@ class WidgetBuildPanel(BuildListener):
             self._done.add(self._current)
         self._current = None
         self._step = ""
+        self._image = image
         self._flush(force=True)
         digest = f"<br>digest <code>{escape(image.digest)}</code>" if image.digest else ""
         self.result.value = (
             f"<b style='color:#2e7d32'>✓</b> <code>{escape(image.uri)}</code> "
             f"({escape(image.state)}){digest}"
         )
+        self._show_summary()
 
     def failed(self, error: BaseException) -> None:
         self._failed = True
+        self._error = (str(error).splitlines() or [type(error).__name__])[0]
         self._flush(force=True)
-        headline = (str(error).splitlines() or [type(error).__name__])[0]
-        self.result.value = f"<b style='color:#c62828'>✗</b> {escape(headline)}"
+        self.result.value = f"<b style='color:#c62828'>✗</b> {escape(self._error)}"
+        self._show_summary()
 
 
 def build_panel(name: str, *, widgets: bool,
-                display: Callable[[object], object] | None = None) -> BuildListener:
+                display: Callable[..., object] | None = None) -> BuildListener:
     """The panel for building ``name``: widgets (shown with ``display``) or text.
+
+    ``display`` is IPython's: the widget panel calls ``display(box, display_id=True)``
+    and updates that display with its summary when the build ends.
 
     >>> listener = build_panel("fraud", widgets=shell_has_kernel, display=display)
     """
     if widgets:
-        panel = WidgetBuildPanel(name)
-        if display is not None:
-            display(panel.widget)
-        return panel
+        return WidgetBuildPanel(name, display=display)
     return TextBuildPanel(name)

@@ -16,16 +16,39 @@ from __future__ import annotations
 
 from html import escape
 
-from ..jobstate import JobSnapshot, MetricsTable, duration
+from ..jobstate import JobSnapshot, MetricsTable, duration, status_is_terminal
+from ..runtime import is_metric_line
+from ..table import Table
 
-__all__ = ["chart_svg", "phases_html", "run_html", "summary_html", "summary_text"]
+__all__ = ["chart_svg", "header_html", "log_lines", "phases_html", "phases_text", "result_html",
+           "run_html", "summary_html", "summary_text"]
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 _STATUS_COLOURS = {"Completed": "#2e7d32", "Failed": "#c62828", "Stopped": "#ef6c00",
                    "Stopping": "#ef6c00", "InProgress": "#1565c0"}
 
 
+def log_lines(tail: list[str], count: int, *, metric_lines: bool = False) -> list[str]:
+    """The last ``count`` lines of ``tail``, leaving out the ``#metric`` lines charts show.
+
+    A line may start with its host (``[algo-1-abcd] #metric ...``): the metric
+    line format is searched for, not matched at the start.
+
+    >>> log_lines(["epoch 1", "[algo-1] #metric loss=0.5 step=1", "epoch 2"], 5)
+    ['epoch 1', 'epoch 2']
+    >>> log_lines(["epoch 1", "#metric loss=0.5", "epoch 2"], 2, metric_lines=True)
+    ['#metric loss=0.5', 'epoch 2']
+    """
+    shown = tail if metric_lines else [line for line in tail if not is_metric_line(line)]
+    return shown[-count:]
+
+
 def phases_text(snap: JobSnapshot) -> str:
+    """The phase timeline as text.
+
+    >>> phases_text(JobSnapshot("fraud-1", secondary="Starting"))
+    'Starting'
+    """
     return " > ".join(
         f"{name} {duration(seconds)}" + (" (now)" if current else "")
         for name, seconds, current in snap.phases()
@@ -37,7 +60,7 @@ def phases_html(snap: JobSnapshot) -> str:
     boxes = []
     for name, seconds, current in snap.phases():
         colour = _STATUS_COLOURS.get(name, "#546e7a")
-        final = name in ("Completed", "Failed", "Stopped")
+        final = status_is_terminal(name)
         weight = "bold" if current or final else "normal"
         spent = "" if final else f" <small>{duration(seconds)}</small>"
         border = f"2px solid {colour}" if current else f"1px solid {colour}"
@@ -85,6 +108,11 @@ def chart_svg(metrics: MetricsTable, width: int = 420, height: int = 140) -> str
 
 
 def links_html(snap: JobSnapshot) -> str:
+    """Links to the job in the SageMaker console and its CloudWatch logs (none for local jobs).
+
+    >>> links_html(JobSnapshot("fraud-1", local=True))
+    ''
+    """
     links = snap.console_links()
     if not links:
         return ""
@@ -93,6 +121,11 @@ def links_html(snap: JobSnapshot) -> str:
 
 
 def header_html(snap: JobSnapshot) -> str:
+    """The job's name, links, status and elapsed time on one line.
+
+    >>> "sm-status" in header_html(JobSnapshot("fraud-1", status="Completed"))
+    True
+    """
     colour = _STATUS_COLOURS.get(snap.status, "#546e7a")
     billable = "" if snap.billable_seconds is None else (
         f" · billable {duration(snap.billable_seconds)}")
@@ -104,16 +137,21 @@ def header_html(snap: JobSnapshot) -> str:
 
 
 def result_html(snap: JobSnapshot) -> str:
-    """The end of the story: model URI and final metrics, or the failure and last lines."""
+    """The end of the story: model URI and final metrics, or the failure and last lines.
+
+    >>> snap = JobSnapshot("fraud-1", status="Completed", model_data="s3://b/model.tar.gz",
+    ...                    final_metrics={"loss": 0.25})
+    >>> "<th style='text-align:left'>loss</th>" in result_html(snap)
+    True
+    """
     if snap.status == "Completed":
         metrics = snap.final_metrics or snap.metrics.last()
-        rows = "".join(f"<tr><td>{escape(k)}</td><td>{v:.6g}</td></tr>"
-                       for k, v in metrics.items())
-        table = f"<table class='sm-final-metrics'>{rows}</table>" if rows else ""
+        table = Table.record({k: f"{v:.6g}" for k, v in metrics.items()}, code=(),
+                             css_class="sm-final-metrics")._repr_html_() if metrics else ""
         return (f"<div class='sm-result'>Model: <code class='sm-model-uri'>"
                 f"{escape(snap.model_data or '-')}</code>{table}</div>")
-    if snap.status in ("Failed", "Stopped"):
-        tail = escape("\n".join(snap.log_tail[-10:]))
+    if snap.done and snap.status != "Completed":
+        tail = escape("\n".join(log_lines(snap.log_tail, 10)))
         return (f"<div class='sm-result'><b>{escape(snap.status)}</b>: "
                 f"<span class='sm-failure'>{escape(snap.failure_reason or 'no reason given')}"
                 f"</span><pre style='max-height:12em;overflow:auto'>{tail}</pre></div>")
@@ -121,13 +159,27 @@ def result_html(snap: JobSnapshot) -> str:
 
 
 def summary_html(snap: JobSnapshot) -> str:
-    """The whole job in one static HTML block."""
+    """The whole job in one static HTML block: header, phases, chart and result.
+
+    >>> summary_html(JobSnapshot("fraud-1", status="Completed")).startswith("<div class='sm-job'>")
+    True
+    """
     return (f"<div class='sm-job'>{header_html(snap)}{phases_html(snap)}"
             f"{chart_svg(snap.metrics)}{result_html(snap)}</div>")
 
 
 def summary_text(snap: JobSnapshot) -> str:
-    """The whole job as plain text."""
+    """The whole job as plain text; on failure its last log lines, without metric lines.
+
+    >>> print(summary_text(JobSnapshot("fraud-1", status="Failed", failure_reason="exit 1",
+    ...                                log_tail=["epoch 1", "#metric loss=0.5", "boom"])))
+    Training job fraud-1: Failed (Starting)
+      Starting
+      elapsed 0s
+      reason: exit 1
+        epoch 1
+        boom
+    """
     lines = [f"Training job {snap.name}: {snap.status} ({snap.secondary})",
              f"  {phases_text(snap)}",
              f"  elapsed {duration(snap.elapsed)}"
@@ -141,9 +193,9 @@ def summary_text(snap: JobSnapshot) -> str:
         metrics = snap.final_metrics or snap.metrics.last()
         if metrics:
             lines.append("  metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
-    elif snap.status in ("Failed", "Stopped"):
+    elif snap.done and snap.status != "Completed":
         lines.append(f"  reason: {snap.failure_reason or 'no reason given'}")
-        lines += [f"    {line}" for line in snap.log_tail[-10:]]
+        lines += [f"    {line}" for line in log_lines(snap.log_tail, 10)]
     return "\n".join(lines)
 
 

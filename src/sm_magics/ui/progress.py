@@ -25,6 +25,7 @@ class _Progress:
         self.widgets = widgets
         self.display = display
         self.bar = None
+        self.text = None
         self.last_tenth = -1
         self.lock = threading.Lock()
 
@@ -50,14 +51,19 @@ class _Progress:
             self.text = w.Label()
             if self.display:
                 self.display(w.HBox([self.bar, self.text]))
-        with self.bar.hold_sync():
+        with self.bar.hold_sync():  # the bar's value and style in one message
             self.bar.value = done
-            self.text.value = f"{done / 1e6:.0f} / {total / 1e6:.0f} MB"
             if done >= total:
                 self.bar.bar_style = "success"
+        self.text.value = f"{done / 1e6:.0f} / {total / 1e6:.0f} MB"
 
 
 def upload_progress(label: str, *, widgets: bool,
                     display: Callable | None = None) -> Callable[[int, int], None]:
-    """A ``progress(bytes_done, bytes_total)`` callback that shows large uploads."""
+    """A ``progress(bytes_done, bytes_total)`` callback that shows large uploads.
+
+    >>> progress = upload_progress("--input train", widgets=False)
+    >>> progress(25_000_000, 50_000_000)
+    uploading --input train: 25 of 50 MB (50%)
+    """
     return _Progress(label, widgets, display)
