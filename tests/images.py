@@ -19,3 +19,15 @@ def build_from_files(client, tag: str, files: dict[str, bytes]) -> str:
     client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="host",
                         rm=True)
     return tag
+
+
+def build_recipe(client, recipe, tag: str) -> str:
+    """Build the generated context of ``recipe`` (a :class:`sm_magics.recipe.Recipe`) as ``tag``.
+
+    The context is written under ``recipe.cwd``, as ``%%sm_container`` writes it.
+    """
+    from sm_magics.recipe import prepare
+
+    directory = prepare(recipe).write(recipe.cwd)
+    client.images.build(path=str(directory), tag=tag, network_mode="host", pull=False, rm=True)
+    return tag

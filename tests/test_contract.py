@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tarfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -56,7 +57,16 @@ def on_sigterm(*_):
     sys.exit(0)
 
 
+def on_sigterm_exit(*_):
+    print("got SIGTERM, exiting", flush=True)
+    sys.exit(143)
+
+
 def main():
+    if mode == "graceful":
+        signal.signal(signal.SIGTERM, on_sigterm)
+    if mode == "sleep":  # PID 1 ignores SIGTERM without a handler: real programs need one
+        signal.signal(signal.SIGTERM, on_sigterm_exit)
     print(f"starting in mode {mode}")
     print("a line on stderr", file=sys.stderr)
     if mode == "raise":
@@ -69,9 +79,7 @@ def main():
         found = sorted(p.name for p in checkpoints.iterdir())
         (checkpoints / f"step-{len(found) + 1}.txt").write_text("state")
         return save(checkpoints=found)
-    if mode == "graceful":
-        signal.signal(signal.SIGTERM, on_sigterm)
-    if mode in ("sleep", "graceful"):
+    if mode in ("sleep", "graceful", "stubborn"):  # "stubborn": no handler, runs to the kill
         time.sleep(float(hp.get("seconds", 300)))
     for epoch in range(3):
         print(f"epoch={epoch} loss={1.0 / (epoch + 1):.4f} accuracy={0.5 + epoch / 10:.2f}")
@@ -115,7 +123,8 @@ def layout_for(tmp_path: Path, **hyperparameters: str) -> OptMl:
 
 
 def run_of(client, image: str, layout: OptMl, **options) -> ContainerRun:
-    return ContainerRun(client, image, layout, labels={TEST_LABEL: RUN_ID}, **options)
+    return ContainerRun(client, image, layout, labels={TEST_LABEL: RUN_ID}, network="host",
+                        **options)
 
 
 def our_containers(client) -> list:
@@ -198,16 +207,46 @@ def test_a_failing_program_reports_its_exit_code_and_failure_file(client, image,
     assert our_containers(client) == []
 
 
-def test_stop_ends_a_sleeping_program(client, image, tmp_path):
-    layout = layout_for(tmp_path, mode="sleep", seconds="600")
-    started = threading.Event()
-    run = run_of(client, image, layout, stop_grace=30,
-                       on_line=lambda line: started.set() if "starting" in line else None)
-    threading.Thread(target=lambda: started.wait(120) and run.stop(), daemon=True).start()
+def stopped_at_its_first_line(client, image: str, layout: OptMl, **options):
+    """Run, stopping the program when it prints its first line.
 
+    Returns the result, the lines, and the seconds from the stop to the end of the run.
+    """
+    lines: list[str] = []
+    stopped_at: list[float] = []
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        if not stopped_at:
+            stopped_at.append(time.monotonic())
+            run.stop()
+
+    run = run_of(client, image, layout, on_line=on_line, **options)
     result = run.run()
+    return result, lines, time.monotonic() - stopped_at[0]
+
+
+def test_stop_ends_a_program_that_handles_sigterm_at_once(client, image, tmp_path):
+    layout = layout_for(tmp_path, mode="sleep", seconds="600")
+
+    result, lines, took = stopped_at_its_first_line(client, image, layout, stop_grace=30)
 
     assert result.stopped and not result.timed_out and not result.succeeded
+    assert result.exit_code == 143
+    assert "got SIGTERM, exiting" in lines
+    assert took < 15  # well before the 30 s grace
+    assert our_containers(client) == []
+
+
+def test_a_program_that_ignores_sigterm_is_killed_after_the_grace_period(
+        client, image, tmp_path):
+    layout = layout_for(tmp_path, mode="stubborn", seconds="600")
+
+    result, _, took = stopped_at_its_first_line(client, image, layout, stop_grace=2)
+
+    # no init process passes the SIGTERM on, and PID 1 without a handler ignores it
+    assert result.stopped and result.exit_code == 137  # SIGKILL
+    assert took >= 2
     assert our_containers(client) == []
 
 

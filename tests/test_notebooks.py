@@ -15,11 +15,19 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 pytestmark = [pytest.mark.docker, pytest.mark.sandbox, pytest.mark.slow]
 
 
-def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
-    """Run ``notebooks/<name>`` in a fresh kernel with a sandbox of its own."""
+PROFILES = pytest.mark.parametrize("profile", ["plain", "studio"])
+
+
+def execute(name: str, tmp_path: Path, profile: str = "plain") -> nbformat.NotebookNode:
+    """Run ``notebooks/<name>`` in a fresh kernel with a sandbox of its own.
+
+    With ``profile="studio"`` the notebook's ``%sm_sandbox start`` makes the kernel
+    look like a SageMaker Studio space whose Docker has Studio's rules.
+    """
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "SM_MAGICS_"))}
+           if not k.startswith(("AWS_", "SM_MAGICS_", "SAGEMAKER_")) and k != "DOCKER_HOST"}
     env["SM_MAGICS_SANDBOX_HOME"] = str(tmp_path / "sandbox-home")
+    env["SM_MAGICS_SANDBOX_PROFILE"] = profile
     output = tmp_path / name
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -50,11 +58,12 @@ def widget_values(notebook) -> list[str]:
             if isinstance(m["state"].get("value"), str)]
 
 
-def test_quickstart_trains_a_model_and_brings_it_back(tmp_path):
-    notebook = execute("quickstart.ipynb", tmp_path)
+@PROFILES
+def test_quickstart_trains_a_model_and_brings_it_back(tmp_path, profile):
+    notebook = execute("quickstart.ipynb", tmp_path, profile)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = {c.source.splitlines()[0]: text_of(c) for c in code}
-    assert "api       running  http://127.0.0.1:" in outputs["%sm_sandbox start"]
+    assert re.search(r"api +running +http://127\.0\.0\.1:", outputs["%sm_sandbox start"])
     assert "sandbox (AWS_ENDPOINT_URL)" in outputs["%sm_config"]
     assert "built and pushed" in outputs[next(k for k in outputs if k.startswith("%%sm_container"))]
 
@@ -74,12 +83,16 @@ def test_quickstart_trains_a_model_and_brings_it_back(tmp_path):
     chart = next(v for v in values if "class='sm-chart'" in v)
     assert chart.count("data-metric='test_accuracy'") == 1
     assert len(re.search(r"points='([^']*)'", chart).group(1).split()) == 4
-    assert "api       stopped" in outputs["%sm_sandbox stop"]
+    assert re.search(r"api +stopped", outputs["%sm_sandbox stop"])
+    if profile == "studio":
+        assert "studio-docker  running  unix://" in outputs["%sm_sandbox start"]
+        assert "SageMaker Studio (its Docker allows no other)" in outputs["%sm_config"]
     assert not (tmp_path / "sandbox-home" / "state.json").exists()
 
 
-def test_parameters_and_data_sweeps_from_one_image(tmp_path):
-    notebook = execute("parameters-and-data.ipynb", tmp_path)
+@PROFILES
+def test_parameters_and_data_sweeps_from_one_image(tmp_path, profile):
+    notebook = execute("parameters-and-data.ipynb", tmp_path, profile)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
     sweep = next(out for first, out in outputs if first == "runs = {}")
@@ -96,8 +109,9 @@ def test_parameters_and_data_sweeps_from_one_image(tmp_path):
     assert len(set(hashes)) == 4
 
 
-def test_own_dockerfile_runs_locally_and_as_a_job(tmp_path):
-    notebook = execute("own-dockerfile-and-local-runs.ipynb", tmp_path)
+@PROFILES
+def test_own_dockerfile_runs_locally_and_as_a_job(tmp_path, profile):
+    notebook = execute("own-dockerfile-and-local-runs.ipynb", tmp_path, profile)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
     built = next(out for first, out in outputs if first.startswith("%%sm_container summary"))

@@ -223,7 +223,7 @@ def test_dependency_layers_come_before_the_code_so_code_edits_rebuild_little(tmp
              if line and not line.startswith((" ", "#"))]
     order = [
         "FROM python:3.12-slim", "ENV PYTHONUNBUFFERED=1", "ENV MODE=\"fast\"",
-        "RUN apt-get", "RUN python3", "WORKDIR /opt/program", "COPY requirements.txt",
+        "RUN apt-get", "RUN python3", "COPY requirements.txt",
         "RUN (python", "RUN python", "COPY data.json", "COPY train.py", "CMD [\"train\"]",
     ]
     assert lines == order

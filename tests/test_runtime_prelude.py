@@ -240,4 +240,5 @@ def test_prelude_uses_only_the_standard_library_and_keeps_its_namespace_tidy():
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             public |= {alias.asname or alias.name for alias in node.names}
     public = {name for name in public if not name.startswith("_")}
-    assert public == {"params", "param", "channels", "model_dir", "output_dir", "log_metric"}
+    assert public == {"params", "param", "channels", "model_dir", "output_dir", "log_metric",
+                      "stopping", "on_stop"}

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     sandbox = commands.add_parser("sandbox", help="The offline sandbox's services.")
     sandbox.add_argument("action", choices=["start", "stop", "status", "env", "base-image"])
+    sandbox.add_argument("--profile", choices=["plain", "studio"], default=None,
+                         help="With start: studio meets SageMaker Studio's Docker rules.")
     notebook = commands.add_parser(
         "run-notebook", help="Execute a notebook top to bottom, keeping outputs and widget state.")
     notebook.add_argument("path", type=Path)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .sandbox import Sandbox
 
-    box = Sandbox()
+    box = Sandbox(profile=args.profile)
     try:
         if args.action == "start":
             print(repr(box.start(log=lambda line: print(line, file=sys.stderr))))

@@ -34,12 +34,21 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import RemoteFailure
+from .errors import RemoteFailure, usage_error
 from .recipe import BuildContext, Recipe, prepare
 
 __all__ = ["STAGES", "BuildListener", "BuildService", "ContainerImage"]
 
 STAGES = ("Prepare", "Look up", "Build", "Push")
+# SageMaker training runs x86_64 instances only, so every image is built for
+# linux/amd64 whatever machine the notebook runs on (an Apple Silicon laptop
+# would otherwise build arm64 images that fail with "exec format error").
+PLATFORM = "linux/amd64"
+EMULATION_HINT = (
+    "This machine cannot run linux/amd64 programs, which building a SageMaker image needs. "
+    "On a Mac with Apple Silicon, turn on Docker Desktop's 'Use Rosetta for x86_64/amd64 "
+    "emulation on Apple Silicon' (Settings > General); on an arm64 Linux machine, install "
+    "QEMU's binfmt handlers (`sudo apt-get install qemu-user-static binfmt-support`).")
 _TAIL = 12
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -109,6 +118,29 @@ def _engine():
 
     _ENGINE[where] = docker_client()
     return _ENGINE[where]
+
+
+def _check_base_platform(client, context: BuildContext) -> None:
+    """A UsageError, before anything is built or created, for a local base that is not amd64.
+
+    A base that is not on this machine is pulled by the build for :data:`PLATFORM`;
+    one that is here already is used as it is, so it must be that platform.
+    """
+    import docker.errors
+
+    if not context.base:
+        return
+    try:
+        attrs = client.images.get(context.base).attrs
+    except docker.errors.DockerException:  # not here (pulled by the build) or unreadable
+        return
+    found = f"{attrs.get('Os', '?')}/{attrs.get('Architecture', '?')}"
+    if found != PLATFORM:
+        raise usage_error(
+            f"%%sm_container {context.name}: the base image {context.base} on this machine is "
+            f"{found}, and SageMaker training runs {PLATFORM} images only. Get its amd64 "
+            f"variant with `docker pull --platform {PLATFORM} {context.base}`, or choose a base "
+            "that has one.")
 
 
 class BuildListener:
@@ -193,6 +225,7 @@ class BuildService:
                 return self._image(context, repository.image_uri(context.tag), digest,
                                    build_dir, built=False)
         client = _engine()
+        _check_base_platform(client, context)
         repository = ecr.ensure(context.name)
         uri = repository.image_uri(context.tag)
         self.listener.stage("Build", uri)
@@ -205,6 +238,7 @@ class BuildService:
         import docker.errors
 
         client = _engine()
+        _check_base_platform(client, context)
         reference = f"{context.name}:{context.tag}"
         self.listener.stage("Look up", f"local image {reference}")
         try:
@@ -225,7 +259,11 @@ class BuildService:
                               dict(context.param_defaults), pushed)
 
     def _docker_build(self, client, context: BuildContext, build_dir: Path, reference: str) -> str:
-        """Build ``build_dir`` tagged ``reference``; return the image id."""
+        """Build ``build_dir`` tagged ``reference`` for :data:`PLATFORM`; return the image id.
+
+        The build's network is the ``docker_network`` setting (``sagemaker`` in
+        SageMaker Studio, ``host`` in the sandbox, Docker's own default elsewhere).
+        """
         import docker.errors
 
         current = "the start of the build"
@@ -234,17 +272,19 @@ class BuildService:
         try:
             events = client.api.build(
                 path=str(build_dir), tag=reference, rm=True, forcerm=True, decode=True,
-                network_mode="host", pull=False,
-                buildargs=dict(context.build_args) or None,
+                pull=False, platform=PLATFORM, buildargs=dict(context.build_args) or None,
+                **({"network_mode": self.settings.docker_network}
+                   if self.settings.docker_network else {}),
             )
             for event in events:
                 if "error" in event:
                     detail = event.get("errorDetail", {}).get("message") or event["error"]
+                    hint = (EMULATION_HINT if "exec format error" in detail.lower()
+                            else "Fix the cell and run it again.")
                     raise RemoteFailure(
                         f"Build of {context.name} failed at {current}",
                         reason=detail.strip(), log_tail=tail,
-                        hint=f"Fix the cell and run it again. The build context is in "
-                             f"{build_dir}.",
+                        hint=f"{hint} The build context is in {build_dir}.",
                     )
                 if "aux" in event and "ID" in event["aux"]:
                     image_id = event["aux"]["ID"]
@@ -263,6 +303,15 @@ class BuildService:
                         tail.append(line)
                         self.listener.log(line)
         except docker.errors.APIError as exc:
+            from .docker_engine import refusal
+
+            network = self.settings.docker_network
+            refused = refusal(exc, f"the build's network '{network or 'default'}'")
+            if refused:
+                raise RemoteFailure(
+                    f"Build of {context.name} was refused by the Docker engine", reason=refused,
+                    hint="Set the Docker network it allows, e.g. `%sm_config --docker-network "
+                         "sagemaker` in SageMaker Studio, and run the cell again.") from None
             raise RemoteFailure(
                 f"Build of {context.name} failed at {current}",
                 reason=str(exc.explanation or exc), log_tail=tail,

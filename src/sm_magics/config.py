@@ -154,6 +154,16 @@ def _check_profile(value: str) -> str | None:
     )
 
 
+_DOCKER_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _check_docker_network(value: str) -> str | None:
+    if _DOCKER_NETWORK.match(value):
+        return None
+    return (f"'{value}' is not a Docker network name (for example host, bridge, or sagemaker "
+            "in SageMaker Studio).")
+
+
 def _check_endpoint(value: str) -> str | None:
     if re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(/.*)?$", value):
         return None
@@ -229,6 +239,9 @@ SETTINGS: tuple[Setting, ...] = (
             ("SM_MAGICS_INSTANCE_TYPE",), _check_instance_type, default=DEFAULT_INSTANCE_TYPE),
     Setting("builder", "How images are built.", ("SM_MAGICS_BUILDER",), _check_builder,
             default="docker"),
+    Setting("docker_network", "Docker network of image builds and --local jobs.",
+            ("SM_MAGICS_DOCKER_NETWORK",), _check_docker_network,
+            unset="sagemaker in SageMaker Studio, else Docker's own"),
     Setting("endpoint_url", "AWS API endpoint URL, set by the sandbox.",
             ("SM_MAGICS_ENDPOINT_URL", "AWS_ENDPOINT_URL"), _check_endpoint,
             unset="AWS itself"),
@@ -348,18 +361,46 @@ def load_sdk_defaults(environ: Mapping[str, str] | None = None) -> dict[str, tup
     return found
 
 
-def load_platform_metadata(path: Path = STUDIO_METADATA) -> dict[str, tuple[str, str]]:
+def studio_space(environ: Mapping[str, str] | None = None,
+                 metadata: Mapping[str, object] | None = None) -> str | None:
+    """The name of the SageMaker Studio space this kernel runs in, or ``None`` outside Studio.
+
+    Studio gives its apps' kernels ``SAGEMAKER_SPACE_NAME`` and ``SAGEMAKER_APP_TYPE``
+    and a ``/opt/ml/metadata/resource-metadata.json`` with ``SpaceName`` and
+    ``DomainId`` (notebook instances have the file too, without those keys).
+
+    >>> studio_space({"SAGEMAKER_SPACE_NAME": "my-space", "SAGEMAKER_APP_TYPE": "JupyterLab"})
+    'my-space'
+    >>> studio_space({}, {"ResourceArn": "arn:aws:sagemaker:us-east-1:1:notebook-instance/x"})
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("SAGEMAKER_SPACE_NAME") or environ.get("SAGEMAKER_APP_TYPE"):
+        return environ.get("SAGEMAKER_SPACE_NAME") or environ.get("SAGEMAKER_APP_TYPE")
+    if metadata and (metadata.get("SpaceName") or metadata.get("DomainId")):
+        return str(metadata.get("SpaceName") or metadata.get("DomainId"))
+    return None
+
+
+def load_platform_metadata(path: Path = STUDIO_METADATA,
+                           environ: Mapping[str, str] | None = None,
+                           ) -> dict[str, tuple[str, str]]:
     """What SageMaker Studio or a notebook instance says about this machine.
 
     The region comes from the resource ARN in the metadata file, the execution
     role from the file when it names one, else from the SageMaker SDK's
-    discovery (:func:`discover_execution_role`, asked once per process).
+    discovery (:func:`discover_execution_role`, asked once per process). In
+    Studio the Docker network is ``sagemaker``, the only one Studio's Docker
+    allows for builds and containers (aws/sagemaker-python-sdk#5147).
     """
     try:
         metadata = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
+        metadata = {}
     found: dict[str, tuple[str, str]] = {}
+    if studio_space(environ, metadata):
+        found["docker_network"] = ("sagemaker", "SageMaker Studio (its Docker allows no other)")
+    if not metadata:
+        return found
     arn = metadata.get("ResourceArn", "")
     parts = arn.split(":")
     if len(parts) > 3 and parts[3]:
@@ -483,7 +524,7 @@ def resolve(
     session = session or {}
     environ = os.environ if environ is None else environ
     sdk_defaults = load_sdk_defaults(environ) if sdk_defaults is None else sdk_defaults
-    platform = load_platform_metadata() if platform is None else platform
+    platform = load_platform_metadata(environ=environ) if platform is None else platform
 
     values: dict[str, Value] = {}
     for setting in SETTINGS:

@@ -12,8 +12,9 @@ mounted at ``/opt/ml``::
     /opt/ml/output/failure                      the reason, when the program fails
 
 This module lays out that directory on the host, fills channels from S3,
-runs the image on the local Docker engine (host networking, the ``SM_*``
-variables of the SageMaker training toolkit, output streamed line by line),
+runs the image on the local Docker engine (on the Docker network it is given,
+with the ``SM_*`` variables of the SageMaker training toolkit, output streamed
+line by line),
 stops it on request or after a time limit, and packs the results. It serves
 the job-run engine (:mod:`sm_magics.engine`): sandbox jobs and local runs alike.
 
@@ -348,10 +349,14 @@ class ContainerRun:
     :meth:`run` blocks until the program ends and returns a :class:`RunResult`;
     :meth:`stop` may be called from any thread (SIGTERM, then SIGKILL after
     ``stop_grace`` seconds, as SageMaker does with its own, longer, grace).
-    The container is removed afterwards whatever happens. It runs with host
-    networking, an init process that passes signals on, the toolkit's ``SM_*``
-    variables and ``PYTHONUNBUFFERED=1`` (so printed lines arrive as they are
-    printed); ``environment`` (the job's own variables) wins over them.
+    As on SageMaker there is no init process: the SIGTERM goes to the image's
+    ENTRYPOINT or ``train`` as PID 1, and a PID 1 without a SIGTERM handler
+    ignores it (Linux's rule), so such a program runs until the kill.
+    The container is removed afterwards whatever happens. It runs on the Docker
+    network ``network`` (Docker's default when ``None``), with the toolkit's ``SM_*``
+    variables and ``PYTHONUNBUFFERED=1``
+    (so printed lines arrive as they are printed); ``environment`` (the job's own
+    variables) wins over them.
     ``mounts`` adds host directories by their path inside the container (for
     example ``{"/opt/ml/checkpoints": Path("/tmp/job/checkpoints")}``).
 
@@ -373,8 +378,10 @@ class ContainerRun:
         labels: Mapping[str, str] | None = None,
         mounts: Mapping[str, Path] | None = None,
         stop_grace: float = 10.0,
+        network: str | None = None,
     ) -> None:
         self.client = client
+        self.network = network
         self.mounts = {CONTAINER_ROOT: layout.root, **(mounts or {})}
         self.image = image
         self.layout = layout
@@ -437,8 +444,7 @@ class ContainerRun:
             self.image,
             command=["train"],
             environment=self.environment,
-            network_mode="host",
-            init=True,
+            **({"network_mode": self.network} if self.network else {}),
             labels=self.labels,
             volumes={str(Path(host).resolve()): {"bind": inside, "mode": "rw"}
                      for inside, host in self.mounts.items()},

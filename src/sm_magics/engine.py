@@ -383,13 +383,15 @@ class JobEngine:
     output goes. Containers carry the label ``HOME_LABEL=<labels_home>`` so
     that what an engine left behind (the process died) is found and removed
     by the next engine of the same home. ``stop_grace`` is the time between
-    SIGTERM and SIGKILL.
+    SIGTERM and SIGKILL. ``network`` is the Docker network of the containers
+    (Docker's default when ``None``).
     """
 
     def __init__(self, s3, work_dir: Path, *, sink: LogSink | None = None,
                  labels_home: str | None = None, max_concurrent: int = 2,
-                 stop_grace: float = 10.0) -> None:
+                 stop_grace: float = 10.0, network: str | None = None) -> None:
         self.s3 = s3
+        self.network = network
         self.work_dir = Path(work_dir)
         self.sink = sink or LogSink()
         self.labels_home = labels_home or str(self.work_dir)
@@ -403,10 +405,11 @@ class JobEngine:
 
     @property
     def docker(self):
+        """The engine's client (API version negotiated as :mod:`sm_magics.docker_engine` does)."""
         if self._docker is None:
-            import docker
+            from .docker_engine import docker_client
 
-            self._docker = docker.from_env(timeout=300)
+            self._docker = docker_client()
         return self._docker
 
     @property
@@ -612,6 +615,7 @@ class JobEngine:
             self.docker, image, layout, environment=record.get("Environment"),
             on_line=lambda line: self._on_line(job, patterns, line), job_name=job.name,
             labels={HOME_LABEL: self.labels_home}, stop_grace=self.stop_grace,
+            network=self.network,
             mounts={(record.get("CheckpointConfig") or {}).get(
                 "LocalPath", DEFAULT_CHECKPOINT_PATH): checkpoints},
         )
@@ -628,6 +632,13 @@ class JobEngine:
             try:
                 return run.run(timeout=timeout)
             except docker.errors.DockerException as exc:
+                from .docker_engine import refusal
+
+                refused = refusal(exc, f"the network '{self.network or 'default'}' of the "
+                                       "training container")
+                if refused:
+                    raise _JobFailed(f"ClientError: {refused} Set the docker_network setting to "
+                                     "one it allows (sagemaker in SageMaker Studio).") from exc
                 raise _JobFailed(f"ClientError: Could not run the training image {image}: "
                                  f"{_docker_message(exc)}") from exc
         finally:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from IPython.core.error import UsageError
 
-__all__ = ["RemoteFailure", "usage_error"]
+__all__ = ["RemoteFailure", "UsageError", "usage_error"]
 
 
 def usage_error(message: str) -> UsageError:

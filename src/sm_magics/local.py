@@ -64,7 +64,8 @@ class LocalJobs:
         self.home = Path(tempfile.mkdtemp(prefix="sm-magics-local-"))
         self.sink = MemoryLogSink()
         self.engine = JobEngine(aws.client("s3"), self.home / "work", sink=self.sink,
-                                max_concurrent=max_concurrent)
+                                max_concurrent=max_concurrent,
+                                network=aws.settings.docker_network)
         atexit.register(self.close)
 
     def create(self, request: dict) -> None:

@@ -216,6 +216,9 @@ class SageMakerMagics(Magics, Configurable):
 
     @magic_arguments()
     @argument("action", choices=["start", "stop", "status"], help="What to do.")
+    @argument("--profile", metavar="NAME",
+              help="With start: plain (the default), or studio to meet SageMaker Studio's "
+                   "Docker rules (API 1.41, network sagemaker) as a Studio space does.")
     @output_can_be_silenced
     @line_magic
     def sm_sandbox(self, line: str = ""):
@@ -224,6 +227,7 @@ class SageMakerMagics(Magics, Configurable):
         Example::
 
             %sm_sandbox start     # then boto3.client("s3") in this notebook reaches the sandbox
+            %sm_sandbox start --profile studio   # as in a SageMaker Studio space with Docker
             %sm_sandbox status
             %sm_sandbox stop      # stops what start started and restores the environment
 
@@ -233,7 +237,7 @@ class SageMakerMagics(Magics, Configurable):
         args = parse(self.sm_sandbox, line, "sm_sandbox")
         from .sandbox import Sandbox
 
-        box = Sandbox()
+        box = Sandbox(profile=args.profile)
         if args.action == "start":
             status = box.start(log=print)
             self.session.save_environment(box.apply_environment())

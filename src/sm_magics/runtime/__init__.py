@@ -4,7 +4,8 @@ The prelude (``prelude.py`` beside this file) is plain standard-library Python
 that is copied, as text, to the top of ``train.py``; it is never imported by
 sm-magics itself (importing it would install its failure hook in the notebook).
 It gives the training code ``params``, ``param(name)``, ``channels``,
-``model_dir``, ``output_dir`` and ``log_metric(name, value, step=None)``.
+``model_dir``, ``output_dir``, ``log_metric(name, value, step=None)``, and for a
+stopped job (SIGTERM) the ``stopping`` event and ``on_stop(fn)``.
 
 This package owns the metric line: the prelude prints ``#metric NAME=VALUE
 [step=N]``, :func:`metric_regex` is what a job's ``MetricDefinitions`` match,

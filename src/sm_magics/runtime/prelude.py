@@ -4,13 +4,26 @@
 #   channels               {"train": Path("/opt/ml/input/data/train"), ...}
 #   model_dir, output_dir  where to save the model and other outputs
 #   log_metric(name, value, step=None)   prints "#metric name=value step=N"
+#   stopping               a threading.Event, set when the job is stopped
+#   on_stop(fn)            calls fn() when the job is stopped (also a decorator)
 # An uncaught exception is written to /opt/ml/output/failure (SageMaker shows it
 # as the job's failure reason) and the process still exits non-zero.
+# Stopping a job (%sm_stop, the Stop button, MaxRuntimeInSeconds) sends SIGTERM
+# to the program, which SageMaker kills 120 s later if it is still running
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
+# On SIGTERM, `stopping` is set, the on_stop functions run, then SystemExit(143)
+# is raised in the main thread so `finally` blocks and atexit functions run and
+# the program ends at once (a stopped job is not a failed one: no failure file).
+# Code that would rather finish its step calls on_stop(interrupt=False) and
+# watches `stopping` itself, e.g. `while not stopping.is_set(): train_one_epoch()`.
 # Standard library only: this runs in any image with Python 3.
 import json as _json
 import math as _math
 import os as _os
+import signal as _signal
 import sys as _sys
+import threading as _threading
+import traceback as _traceback
 from pathlib import Path as _Path
 
 _CONFIG_DIR = _Path(_os.environ.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config"))
@@ -108,7 +121,42 @@ def _write_failure(kind, error, traceback):
     _sys.__excepthook__(kind, error, traceback)
 
 
+stopping = _threading.Event()
+_stop_functions = []
+_stop_interrupts = True
+
+
+def on_stop(fn=None, *, interrupt=True):
+    """Call fn() when the job is stopped, e.g. on_stop(lambda: model.save(model_dir / "last")).
+
+    on_stop(interrupt=False): the code is not interrupted; it should watch `stopping`
+    and end by itself before SageMaker's kill.
+    """
+    global _stop_interrupts
+    if not interrupt:
+        _stop_interrupts = False
+    if fn is not None:
+        _stop_functions.append(fn)
+    return fn
+
+
+def _on_sigterm(signum, frame):
+    if stopping.is_set():  # a second SIGTERM while stopping
+        return
+    stopping.set()
+    print("sm-magics: SIGTERM received, the job is stopping", file=_sys.stderr, flush=True)
+    for fn in _stop_functions:
+        try:
+            fn()
+        except Exception:
+            _traceback.print_exc()
+    if _stop_interrupts:
+        raise SystemExit(128 + signum)
+
+
 _sys.excepthook = _write_failure
+if _threading.current_thread() is _threading.main_thread():  # only it may set handlers
+    _signal.signal(_signal.SIGTERM, _on_sigterm)
 channels = _find_channels()
 params = _load_params()
 model_dir = _Path(_os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))

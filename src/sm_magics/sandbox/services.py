@@ -6,7 +6,16 @@ The sandbox is a set of processes bound to 127.0.0.1 that stand in for AWS:
   S3, ECR, STS, IAM, CloudWatch Logs and SageMaker;
 * ``registry``: a container registry standing in for ECR's data plane
   (Debian's ``docker-registry`` binary, or the ``registry:2`` image when the
-  Docker engine can pull it).
+  Docker engine can pull it);
+* ``studio-docker`` (the ``studio`` profile only): the Docker engine behind a
+  local endpoint that refuses what SageMaker Studio's Docker refuses
+  (:mod:`.studio_docker`), and a session that looks like a Studio space
+  (``SAGEMAKER_SPACE_NAME``, ``SAGEMAKER_APP_TYPE``), so builds and ``--local``
+  runs meet Studio's rules. The sandbox's own jobs still use the engine itself,
+  as SageMaker's hosts are not Studio.
+
+The profile is ``Sandbox(profile=...)``, ``%sm_sandbox start --profile studio``,
+or ``SM_MAGICS_SANDBOX_PROFILE``; the default is ``plain``.
 
 The processes are detached from the notebook kernel and recorded in
 ``state.json`` under the sandbox home (``SM_MAGICS_SANDBOX_HOME``, default
@@ -40,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import SANDBOX_VARS
-from ..docker_engine import START_HINT, engine_problem
-from ..errors import usage_error
+from ..docker_engine import engine_problem, start_hint
+from ..errors import UsageError, usage_error
 from ..table import Table
 
 __all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus", "temporary_sandbox"]
@@ -55,6 +64,23 @@ REGISTRY_CONTAINER = "sm-magics-sandbox-registry"
 _CLEARED_VARS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
                  "AWS_DEFAULT_PROFILE")
 _START_TIMEOUT = 30.0
+PROFILES = ("plain", "studio")
+# What a Studio space gives its kernels (shared/notes/real-environments.md); the
+# names of the space the sandbox imitates.
+STUDIO_SPACE = {"SAGEMAKER_SPACE_NAME": "sandbox-space", "SAGEMAKER_APP_TYPE": "JupyterLab"}
+ENGINE_VAR = "SM_MAGICS_DOCKER_ENGINE"  # the real engine, behind the Studio stand-in
+
+
+def real_engine() -> str | None:
+    """Where the Docker engine itself listens (not a Studio stand-in in front of it)."""
+    return os.environ.get(ENGINE_VAR) or os.environ.get("DOCKER_HOST") or None
+
+
+def _engine():
+    """A docker client of the engine itself: the sandbox's own containers and images."""
+    from ..docker_engine import docker_client
+
+    return docker_client(real_engine())
 
 
 def sandbox_home() -> Path:
@@ -177,9 +203,15 @@ class Sandbox:
     ``Starting``, as on a SageMaker account at its instance quota).
     """
 
-    def __init__(self, home: Path | None = None, max_jobs: int = 2) -> None:
+    def __init__(self, home: Path | None = None, max_jobs: int = 2,
+                 profile: str | None = None) -> None:
         self.home = home or sandbox_home()
         self.max_jobs = max_jobs
+        # None: the running sandbox's profile, else plain (decided at start)
+        self.profile = profile or os.environ.get("SM_MAGICS_SANDBOX_PROFILE") or None
+        if self.profile is not None and self.profile not in PROFILES:
+            raise usage_error(f"'{self.profile}' is not a sandbox profile. Profiles: "
+                              f"{', '.join(PROFILES)} (studio: SageMaker Studio's Docker rules).")
         self.state_file = self.home / "state.json"
         self.run_dir = self.home / "run"
 
@@ -226,9 +258,9 @@ class Sandbox:
                 "The sandbox needs moto's server, which is not installed. Install it with "
                 "`pip install 'sm-magics[sandbox]'`."
             ) from None
-        problem = engine_problem()
+        problem = engine_problem(real_engine())
         if problem:
-            raise usage_error(f"The sandbox needs a Docker engine. {problem} {START_HINT}")
+            raise usage_error(f"The sandbox needs a Docker engine. {problem} {start_hint()}")
         if shutil.which("docker-registry") is None and not self._registry_image_available():
             raise usage_error(
                 "The sandbox needs a container registry: neither the `docker-registry` program "
@@ -240,7 +272,7 @@ class Sandbox:
     def _registry_image_available(self) -> bool:
         import docker
 
-        client = docker.from_env()
+        client = _engine()
         try:
             client.images.get(REGISTRY_IMAGE)
             return True
@@ -262,6 +294,12 @@ class Sandbox:
         started before a failure is stopped again.
         """
         state = self.state()
+        self.profile = self.profile or (state or {}).get("profile") or "plain"
+        if state and state.get("profile", "plain") != self.profile:
+            log(f"The sandbox runs with the {state.get('profile', 'plain')} profile; starting it "
+                f"again with the {self.profile} profile.")
+            self.stop()
+            state = None
         if state and self._api_alive(state):
             if self._registry_alive(state):
                 log("The sandbox is already running.")
@@ -272,12 +310,16 @@ class Sandbox:
             self.stop()
         self.preflight()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        state = {"started_at": time.time(), "region": SANDBOX_REGION}
+        state = {"started_at": time.time(), "region": SANDBOX_REGION, "profile": self.profile,
+                 "engine": real_engine()}
         try:
             state["api"] = self._start_api(log)
             self._write_state(state)
             state["registry"] = self._start_registry(log)
             self._write_state(state)
+            if self.profile == "studio":
+                state["studio_docker"] = self._start_studio_docker(log, state["engine"])
+                self._write_state(state)
             state["base_image"], state["base_note"] = self._base_image(log)
             self._write_state(state)
         except BaseException:
@@ -290,6 +332,9 @@ class Sandbox:
         log_path = self.run_dir / "api.log"
         ready = self.run_dir / "api.ready"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.pop("DOCKER_HOST", None)
+        if real_engine():  # the jobs run on the engine itself, never behind a stand-in
+            env["DOCKER_HOST"] = real_engine()
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sm_magics.sandbox.gateway", "--port", str(port),
@@ -316,7 +361,7 @@ class Sandbox:
             import docker
 
             with contextlib.suppress(docker.errors.NotFound):
-                docker.from_env().containers.get(dead["container"]).remove(force=True)
+                _engine().containers.get(dead["container"]).remove(force=True)
         log("The sandbox registry had stopped; starting it again.")
         state["registry"] = self._start_registry(log, port=dead["port"])
         self._write_state(state)
@@ -344,9 +389,7 @@ class Sandbox:
                 )
             info = {"kind": "binary", "pid": process.pid, "port": port, "log": str(log_path)}
         else:
-            import docker
-
-            container = docker.from_env().containers.run(
+            container = _engine().containers.run(
                 REGISTRY_IMAGE, detach=True, network_mode="host",
                 name=f"{REGISTRY_CONTAINER}-{port}",
                 environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
@@ -362,13 +405,31 @@ class Sandbox:
         log(f"Container registry on 127.0.0.1:{port}")
         return info
 
-    def _base_image(self, log: Callable[[str], None]) -> tuple[str | None, str]:
-        import docker
+    def _start_studio_docker(self, log: Callable[[str], None], engine: str | None) -> dict:
+        """The engine behind a Studio-like endpoint (a unix socket in the run folder)."""
+        from .studio_docker import DEFAULT_ENGINE
 
+        path = self.run_dir / "studio-docker.sock"
+        log_path = self.run_dir / "studio-docker.log"
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "sm_magics.sandbox.studio_docker", "--socket", str(path),
+                 "--engine", engine or DEFAULT_ENGINE, "--network-as", "host"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        url = f"unix://{path}"
+        if not _wait_until(lambda: process.poll() is None and path.exists()
+                           and engine_problem(url) is None):
+            raise usage_error(f"The sandbox's Studio Docker endpoint did not start at {url}. "
+                              f"See {log_path}.")
+        log(f"SageMaker Studio's Docker rules at {url}")
+        return {"pid": process.pid, "url": url, "log": str(log_path)}
+
+    def _base_image(self, log: Callable[[str], None]) -> tuple[str | None, str]:
         from .base_image import BaseImageUnavailable, ensure_base_image
 
         try:
-            return ensure_base_image(docker.from_env(), log=log), ""
+            return ensure_base_image(_engine(), log=log), ""
         except BaseImageUnavailable as exc:
             note = (f"The offline base image is missing and {exc}; builds use the default base "
                     "image, which the Docker engine must be able to pull.")
@@ -392,6 +453,18 @@ class Sandbox:
             "SM_MAGICS_REGISTRY": f"127.0.0.1:{state['registry']['port']}",
             "SM_MAGICS_ROLE": state["api"]["role_arn"],
         }
+        studio = state.get("studio_docker")
+        if studio:
+            # A Studio space: Studio's Docker at DOCKER_HOST, and the network setting left to
+            # its automatic value there (sagemaker), which the stand-in runs as host.
+            env.update(STUDIO_SPACE, DOCKER_HOST=studio["url"])
+            if state.get("engine"):
+                env[ENGINE_VAR] = state["engine"]
+        else:
+            # Builds and --local containers use the host's network: on the machines the
+            # sandbox runs on, nothing but 127.0.0.1 may be reached and Docker runs without
+            # a bridge (shared/notes/offline-sandbox.md).
+            env["SM_MAGICS_DOCKER_NETWORK"] = "host"
         if state.get("base_image"):
             env["SM_MAGICS_BASE"] = state["base_image"]
         env[SANDBOX_VARS] = ",".join(sorted(env))
@@ -404,8 +477,9 @@ class Sandbox:
         """
         environ = os.environ if environ is None else environ
         new = self.environment()
-        changed = [*new, *_CLEARED_VARS,
-                   *(k for k in environ if k.startswith("AWS_ENDPOINT_URL_"))]
+        earlier = filter(None, environ.get(SANDBOX_VARS, "").split(","))  # a sandbox's before
+        changed = list(dict.fromkeys([*new, *_CLEARED_VARS, *earlier,
+                                      *(k for k in environ if k.startswith("AWS_ENDPOINT_URL_"))]))
         previous = {k: environ.get(k) for k in changed}
         for key in changed:
             environ.pop(key, None)
@@ -472,6 +546,9 @@ class Sandbox:
         api = state.get("api", {})
         if _pid_alive(api.get("pid"), "sm_magics.sandbox.gateway"):
             _terminate(api["pid"])
+        studio = state.get("studio_docker", {})
+        if _pid_alive(studio.get("pid"), "sm_magics.sandbox.studio_docker"):
+            _terminate(studio["pid"])
         registry = state.get("registry", {})
         if registry.get("kind") == "binary" and _pid_alive(registry.get("pid"), "docker-registry"):
             _terminate(registry["pid"])
@@ -479,7 +556,7 @@ class Sandbox:
             import docker
 
             with contextlib.suppress(docker.errors.NotFound):
-                docker.from_env().containers.get(registry["container"]).remove(force=True)
+                _engine().containers.get(registry["container"]).remove(force=True)
         if registry.get("port"):
             self._forget_registry_tags(f"127.0.0.1:{registry['port']}/")
         self.state_file.unlink(missing_ok=True)
@@ -492,10 +569,10 @@ class Sandbox:
         import docker
 
         try:
-            client = docker.from_env()
+            client = _engine()
             tags = [t for image in client.images.list() for t in image.tags
                     if t.startswith(prefix)]
-        except docker.errors.DockerException:  # no engine: nothing to forget
+        except (docker.errors.DockerException, UsageError):  # no engine: nothing to forget
             return
         for tag in tags:
             with contextlib.suppress(docker.errors.APIError):
@@ -519,12 +596,17 @@ class Sandbox:
             ("docker-registry" + f" (pid {reg['pid']})" if reg.get("kind") == "binary"
              else f"{REGISTRY_IMAGE} container") if reg else "",
         ))
-        problem = engine_problem()
+        engine = state.get("engine") or real_engine()
+        problem = engine_problem(engine)
         status.services.append(ServiceStatus(
-            "docker", problem is None,
-            os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+            "docker", problem is None, engine or "unix:///var/run/docker.sock",
             "Docker engine (not managed by the sandbox)" if problem is None else problem,
         ))
+        studio = state.get("studio_docker")
+        if studio:
+            status.services.append(ServiceStatus(
+                "studio-docker", _pid_alive(studio.get("pid"), "sm_magics.sandbox.studio_docker"),
+                studio["url"], "SageMaker Studio's Docker rules: API 1.41, network sagemaker"))
         if state.get("base_image"):
             status.services.append(ServiceStatus("base", True, state["base_image"],
                                                  "default --base of sandbox builds"))
@@ -536,13 +618,14 @@ class Sandbox:
 
 @contextlib.contextmanager
 def temporary_sandbox(home: Path | None = None, log: Callable[[str], None] = lambda _: None,
-                      max_jobs: int = 2) -> Iterator[Sandbox]:
+                      max_jobs: int = 2, profile: str | None = None) -> Iterator[Sandbox]:
     """A sandbox of its own, with this process's environment pointed at it, for a while.
 
     For scripts, benchmarks and tests: starts the services under ``home`` (a new
     temporary folder by default), applies :meth:`Sandbox.environment` to
     ``os.environ``, and on exit restores the environment, stops the services
-    and removes a temporary home. ``max_jobs`` training jobs run at once.
+    and removes a temporary home. ``max_jobs`` training jobs run at once;
+    ``profile`` is ``plain`` or ``studio`` (see the module's docstring).
 
     >>> with temporary_sandbox() as box:
     ...     boto3.client("s3").list_buckets()
@@ -551,7 +634,7 @@ def temporary_sandbox(home: Path | None = None, log: Callable[[str], None] = lam
     home = Path(tempfile.mkdtemp(prefix="sm-magics-sandbox-")) if owned else Path(home)
     previous_home = os.environ.get("SM_MAGICS_SANDBOX_HOME")
     os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
-    box = Sandbox(home, max_jobs=max_jobs)
+    box = Sandbox(home, max_jobs=max_jobs, profile=profile)
     try:
         box.start(log=log)
         previous = box.apply_environment()

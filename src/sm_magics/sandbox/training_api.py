@@ -110,10 +110,13 @@ class TrainingJobApi:
         def client(service: str):
             return session.client(service, endpoint_url=endpoint_url, config=config)
 
+        # The sandbox's jobs stand for SageMaker's own hosts: they run with the host's
+        # network, the only one the machines the sandbox runs on allow
+        # (shared/notes/offline-sandbox.md), in the Studio profile too.
         engine = JobEngine(client("s3"), Path(home) / "training-work",
                            sink=CloudWatchLogSink(client("logs"), client("cloudwatch")),
                            labels_home=str(home), max_concurrent=max_concurrent,
-                           stop_grace=stop_grace)
+                           stop_grace=stop_grace, network="host")
         return cls(engine, home, region=region, account=account)
 
     def shutdown(self) -> None:
