@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socket
 import tarfile
 import threading
@@ -19,6 +20,7 @@ from IPython.core.error import UsageError
 
 from sm_magics import config
 from sm_magics.docker_engine import docker_client, engine_problem
+from sm_magics.errors import RemoteFailure
 
 ARM_BASE = "sm-magics-test/arm64-only:v1"
 
@@ -176,3 +178,34 @@ def test_in_studio_without_docker_the_hint_is_for_an_administrator(monkeypatch, 
     assert "SageMaker Studio space team-space" in message
     assert '"DockerSettings": {"EnableDockerAccess": "ENABLED"}' in message
     assert "Docker CLI" in message and "systemctl" not in message
+
+
+@pytest.mark.docker
+@pytest.mark.sandbox
+def test_a_base_whose_registry_offers_no_amd64_variant_is_a_usage_error(ip, sandbox):
+    client = docker_client()
+    remote = f"{os.environ['SM_MAGICS_REGISTRY']}/arm64-only:v1"
+    client.images.load(_image_archive(remote, "arm64"))
+    for event in client.api.push(remote, stream=True, decode=True):
+        assert "error" not in event, event
+    client.images.remove(remote, force=True)  # only the registry has it now
+    with pytest.raises(UsageError) as err:
+        ip.run_cell_magic("sm_container", f"arm-remote --base {remote}", 'print("hi")\n')
+    assert type(err.value) is UsageError
+    assert (f"the base image {remote} has no linux/amd64 variant (its registry offers "
+            "linux/arm64)") in str(err.value)
+    names = [r["repositoryName"] for r in boto3.client("ecr").describe_repositories()[
+        "repositories"]]
+    assert "arm-remote" not in names
+
+
+@pytest.mark.docker
+@pytest.mark.sandbox
+def test_a_build_that_cannot_run_amd64_programs_says_how_to_turn_on_emulation(ip, sandbox):
+    # the two lines Docker prints when a RUN step's program is for another CPU
+    failing = ("echo 'standard_init_linux.go:228: exec user process caused: exec format "
+               "error' >&2; exit 1")
+    with pytest.raises(RemoteFailure) as err:
+        ip.run_cell_magic("sm_container", f'no-emulation --run "{failing}"', 'print("hi")\n')
+    assert "Use Rosetta for x86_64/amd64 emulation" in err.value.hint
+    assert "qemu-user-static" in err.value.hint

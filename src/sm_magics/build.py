@@ -132,7 +132,10 @@ def _check_base_platform(client, context: BuildContext) -> None:
         return
     try:
         attrs = client.images.get(context.base).attrs
-    except docker.errors.DockerException:  # not here (pulled by the build) or unreadable
+    except docker.errors.ImageNotFound:
+        _check_remote_platforms(client, context)
+        return
+    except docker.errors.DockerException:  # unreadable: the build says what is wrong
         return
     found = f"{attrs.get('Os', '?')}/{attrs.get('Architecture', '?')}"
     if found != PLATFORM:
@@ -141,6 +144,26 @@ def _check_base_platform(client, context: BuildContext) -> None:
             f"{found}, and SageMaker training runs {PLATFORM} images only. Get its amd64 "
             f"variant with `docker pull --platform {PLATFORM} {context.base}`, or choose a base "
             "that has one.")
+
+
+def _check_remote_platforms(client, context: BuildContext) -> None:
+    """A UsageError when the base's registry lists platforms and linux/amd64 is not one.
+
+    The engine asks the registry (``GET /distribution/{name}/json``, Engine API
+    1.30 and later); when it cannot, the build's own pull says what is wrong.
+    """
+    import docker.errors
+
+    try:
+        platforms = client.api.inspect_distribution(context.base).get("Platforms") or []
+    except docker.errors.DockerException:
+        return
+    offered = sorted({f"{p.get('os')}/{p.get('architecture')}" for p in platforms})
+    if offered and PLATFORM not in offered:
+        raise usage_error(
+            f"%%sm_container {context.name}: the base image {context.base} has no {PLATFORM} "
+            f"variant (its registry offers {', '.join(offered)}), and SageMaker training runs "
+            f"{PLATFORM} images only. Choose a base that has one.")
 
 
 class BuildListener:
@@ -279,7 +302,8 @@ class BuildService:
             for event in events:
                 if "error" in event:
                     detail = event.get("errorDetail", {}).get("message") or event["error"]
-                    hint = (EMULATION_HINT if "exec format error" in detail.lower()
+                    said = "\n".join([detail, *tail]).lower()
+                    hint = (EMULATION_HINT if "exec format error" in said
                             else "Fix the cell and run it again.")
                     raise RemoteFailure(
                         f"Build of {context.name} failed at {current}",
