@@ -41,7 +41,8 @@ WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   say "Installing sm-magics and its test dependencies into $VENV (a few minutes the first time)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[test,sdk]"
+  # the SageMaker SDK at the version the tests use it as a client of the sandbox
+  "$VENV/bin/python" -m pip install -q -e ".[test,sdk]" "sagemaker==3.27.0"
   echo "$WANT" > "$STAMP"
 fi
 

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
 import sm_magics
-from sm_magics import build
+from sm_magics import build, service_rules
 from sm_magics.aws import AwsContext
 from sm_magics.build import ContainerImage
 from sm_magics.params import ParameterSet
@@ -69,47 +69,16 @@ def report_counts():
 # ---------------------------------------------------------------- AWS-like validation
 
 
-def _violation(shape, value, path: str) -> str | None:
-    """The first constraint of ``shape`` that ``value`` breaks, as AWS reports it."""
-    kind = shape.type_name
-    if kind == "structure" and isinstance(value, dict):
-        for key, item in value.items():
-            if key in shape.members:
-                found = _violation(shape.members[key], item, f"{path}.{key}")
-                if found:
-                    return found
-    elif kind == "list" and isinstance(value, list):
-        for item in value:
-            found = _violation(shape.member, item, f"{path}[]")
-            if found:
-                return found
-    elif kind == "string" and isinstance(value, str):
-        meta = shape.metadata
-        if not meta.get("min", 0) <= len(value) <= meta.get("max", len(value)):
-            return f"Value at '{path}' failed to satisfy constraint: length"
-        if "enum" in meta and value not in meta["enum"]:
-            return f"Value at '{path}' failed to satisfy constraint: enum"
-        pattern = meta.get("pattern")
-        if pattern:
-            try:
-                compiled = re.compile(pattern)
-            except re.error:  # Java-only syntax such as \p{L}: not checked here
-                return None
-            if not compiled.fullmatch(value):
-                return (f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
-                        f"satisfy regular expression pattern: {pattern}")
-    return None
-
-
 class _HttpAnswer:
     status_code = 400
     headers: dict = {}
 
 
 def _check_params(params, model, context, **_):
-    problem = _violation(model.input_shape, params, model.name) if model.input_shape else None
-    if problem:
-        context["aws_validation_error"] = problem
+    """Refuse, as the service would, a request that breaks its operation's model."""
+    found = service_rules.check(model.service_model, model.name, params)
+    if found:
+        context["aws_validation_error"] = found[0].message
 
 
 def _answer_like_aws(context, **_):

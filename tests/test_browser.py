@@ -1,9 +1,10 @@
-"""The quickstart in a real browser: JupyterLab, headless Chromium, the panels as people see them.
+"""The tutorials in a real browser: JupyterLab, headless Chromium, the panels as people see them.
 
-JupyterLab serves a copy of ``notebooks/quickstart.ipynb`` on 127.0.0.1; Debian's Chromium,
-driven by Playwright, opens it, runs every cell from the Run menu (the notebook starts and stops
-its own sandbox), and the tests read what the page shows once the job panel says Completed.
-Screenshots of the build panel, the job panel and the whole page are saved in ``test-artifacts/``.
+JupyterLab serves copies of ``notebooks/quickstart.ipynb`` and
+``notebooks/parameters-and-data.ipynb`` on 127.0.0.1; Debian's Chromium, driven by Playwright,
+opens each, runs every cell from the Run menu (each notebook starts and stops its own sandbox),
+and the tests read what the page shows. Screenshots of the build panel, the job panel, the
+comparison of the sweep's runs and the whole page are saved in ``test-artifacts/``.
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium`` package; ``scripts/setup.sh`` installs it) and
 the ``playwright`` Python package; Playwright's own browser download is not used.
@@ -126,7 +127,8 @@ def lab(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     root = base / "notebooks"
     root.mkdir()
-    shutil.copy(REPO / "notebooks" / "quickstart.ipynb", root)
+    for name in ("quickstart.ipynb", "parameters-and-data.ipynb"):
+        shutil.copy(REPO / "notebooks" / name, root)
     port, token = _free_port(), secrets.token_hex(16)
     log = base / "jupyterlab.log"
     server = subprocess.Popen(
@@ -156,7 +158,7 @@ def _outputs_text(page) -> str:
     return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
 
 
-def _wait_for_kernel(page, lab: Lab) -> None:
+def _wait_for_kernel(page, lab: Lab, notebook: str) -> None:
     """Wait until the notebook's kernel is started, connected to the page, and idle.
 
     Cells run before that are lost (JupyterLab asks which kernel to start instead).
@@ -164,7 +166,7 @@ def _wait_for_kernel(page, lab: Lab) -> None:
     deadline = time.monotonic() + 120
     while True:
         sessions = _get(f"{lab.url}/api/sessions?token={lab.token}") or []
-        kernels = [s["kernel"] for s in sessions if s["path"] == "quickstart.ipynb"]
+        kernels = [s["kernel"] for s in sessions if s["path"] == notebook]
         if any(k["execution_state"] == "idle" and k["connections"] for k in kernels):
             return
         assert time.monotonic() < deadline, f"no kernel came up:\n{lab.log.read_text()}"
@@ -198,27 +200,49 @@ def _run_all_and_wait(page, lab: Lab) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(lab):
-    """The quickstart opened in headless Chromium, after Run All Cells has finished."""
-    (ARTIFACTS / "browser-failure.png").unlink(missing_ok=True)
+def browser():
+    """Debian's Chromium, headless, driven by Playwright."""
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                             headless=True)
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                              headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{lab.url}/lab/tree/quickstart.ipynb?token={lab.token}")
-            page.locator(".jp-CodeCell").last.wait_for()
-            _wait_for_kernel(page, lab)
-            try:
-                _run_all_and_wait(page, lab)
-            except Exception:
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=ARTIFACTS / "browser-failure.png", full_page=True)
-                raise
-            yield page
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def _open_and_run(browser, lab: Lab, notebook: str):
+    """A page with ``notebook`` open, after Run All Cells has finished."""
+    failure = ARTIFACTS / f"browser-failure-{notebook.removesuffix('.ipynb')}.png"
+    failure.unlink(missing_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}")
+    page.locator(".jp-CodeCell").last.wait_for()
+    _wait_for_kernel(page, lab, notebook)
+    try:
+        _run_all_and_wait(page, lab)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=failure, full_page=True)
+        raise
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, lab):
+    """The quickstart, after Run All Cells has finished."""
+    page = _open_and_run(browser, lab, "quickstart.ipynb")
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def sweep_page(browser, lab, page):
+    """The parameters-and-data tutorial (after the quickstart), after Run All Cells."""
+    sweep = _open_and_run(browser, lab, "parameters-and-data.ipynb")
+    yield sweep
+    sweep.close()
 
 
 def test_run_all_in_the_browser_trains_and_the_job_panel_says_completed(page):
@@ -244,7 +268,8 @@ def test_the_build_panel_ends_with_the_pushed_image(page):
     panel = page.locator(".sm-build-panel")
     assert panel.count() == 1
     final = panel.locator(".widget-html").last.inner_text()
-    assert re.search(r"✓ 127\.0\.0\.1:\d+/digits:[0-9a-f]+ \(built and pushed\)", final), final
+    assert re.search(r"✓ 127\.0\.0\.1:\d+/sagemaker-digits:[0-9a-f]+ \(built and pushed\)",
+                     final), final
     assert re.search(r"digest sha256:[0-9a-f]{64}", final), final
 
 
@@ -274,7 +299,24 @@ def test_screenshots_of_the_panels_and_the_page_are_saved(page):
     page.locator(".sm-job-panel").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "browser-page.png", full_page=True)
     for name in [*shots, "browser-page.png"]:
-        png = (ARTIFACTS / name).read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, name
-        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-        assert width > 300 and height > 100, (name, width, height)
+        _assert_png(ARTIFACTS / name)
+
+
+def _assert_png(path: Path) -> None:
+    png = path.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, path.name
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width > 300 and height > 100, (path.name, width, height)
+
+
+def test_the_sweep_s_comparison_shows_each_run_and_a_chart_and_is_photographed(sweep_page):
+    comparison = sweep_page.locator(".sm-comparison").last
+    comparison.scroll_into_view_if_needed()
+    table = comparison.locator("table").first.inner_text()
+    assert table.count("Completed") == 4 and "(best)" in table
+    lines = comparison.locator("svg.sm-chart polyline")
+    assert lines.count() >= 4  # one line per run of the sweep
+    assert lines.first.bounding_box()["width"] > 50
+    ARTIFACTS.mkdir(exist_ok=True)
+    comparison.screenshot(path=ARTIFACTS / "browser-comparison.png")
+    _assert_png(ARTIFACTS / "browser-comparison.png")

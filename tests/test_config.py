@@ -155,7 +155,7 @@ def test_variables_set_by_the_sandbox_are_labelled_as_such(clean_env, monkeypatc
                   "127.0.0.1:5000/base@sha256:" + "a" * 64],
          ["Python:3.12", "python:", "python::3", "a b"]),
         ("builder", ["docker"], ["codebuild", "kaniko"]),
-        ("prefix", ["sm-magics", "team/fraud"], ["a//b", "/", ""]),
+        ("prefix", ["sm-magics", "team/fraud", "/team//fraud/"], ["/", "//", ""]),
     ],
 )
 def test_values_are_validated(name, good, bad):
@@ -262,7 +262,8 @@ def test_line_variables_are_expanded(ip, clean_env):
          "docker."),
         ("--unset colour",
          "%sm_config --unset: colour is not a setting. Settings: profile, region, role, bucket, "
-         "prefix, base, instance_type, builder, endpoint_url, registry."),
+         "prefix, base, instance_type, builder, repository_prefix, docker_network, endpoint_url, "
+         "registry."),
         ("--prefix 'a b",
          "%sm_config: cannot read the line (No closing quotation). Check the quotes."),
     ],

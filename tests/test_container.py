@@ -11,13 +11,14 @@ import json
 import os
 import urllib.error
 import urllib.request
+from datetime import UTC
 
 import pytest
 from IPython.core.error import UsageError
 
 from sm_magics.build import BuildListener, BuildService, ContainerImage
-from sm_magics.config import resolve
-from sm_magics.ecr import Ecr, Token
+from sm_magics.config import DEFAULT_REPOSITORY_PREFIX, resolve
+from sm_magics.ecr import Ecr, Token, repository_name
 from sm_magics.errors import RemoteFailure
 from sm_magics.recipe import Recipe
 
@@ -39,10 +40,16 @@ print("trained with", result)
 """
 
 
+def repository(name: str) -> str:
+    """The ECR repository of container ``name`` by default: sagemaker-NAME."""
+    return repository_name(name, DEFAULT_REPOSITORY_PREFIX)
+
+
 def registry_digest(name: str, tag: str) -> str | None:
-    """The digest the sandbox registry holds for name:tag, asked over its HTTP API."""
+    """The digest the sandbox registry holds for container name's tag, asked over its HTTP API."""
     host = os.environ["SM_MAGICS_REGISTRY"]
-    request = urllib.request.Request(f"http://{host}/v2/{name}/manifests/{tag}", method="HEAD",
+    request = urllib.request.Request(f"http://{host}/v2/{repository(name)}/manifests/{tag}",
+                                     method="HEAD",
                                      headers={"Accept": MANIFEST})
     try:
         with urllib.request.urlopen(request) as response:
@@ -56,7 +63,7 @@ def registry_digest(name: str, tag: str) -> str | None:
 def registry_tags(name: str) -> list[str]:
     host = os.environ["SM_MAGICS_REGISTRY"]
     try:
-        with urllib.request.urlopen(f"http://{host}/v2/{name}/tags/list") as response:
+        with urllib.request.urlopen(f"http://{host}/v2/{repository(name)}/tags/list") as response:
             return sorted(json.load(response)["tags"] or [])
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -145,7 +152,8 @@ def test_a_cell_builds_pushes_and_runs_train_under_the_sagemaker_layout(sandbox,
     assert image is ip.user_ns["image"]
     assert image.built and image.pushed
     assert image.param_defaults == {"lr": 0.05, "epochs": 3}
-    assert image.uri == f"{os.environ['SM_MAGICS_REGISTRY']}/it-runs:{image.tag}"
+    # the default repository is one AmazonSageMakerFullAccess may push to
+    assert image.uri == f"{os.environ['SM_MAGICS_REGISTRY']}/sagemaker-it-runs:{image.tag}"
     assert registry_digest("it-runs", image.tag) == image.digest
     assert sorted(p.name for p in image.build_dir.iterdir()) == [
         "Dockerfile", "greeting.txt", "train.py"]
@@ -248,7 +256,7 @@ def test_no_push_builds_in_the_local_engine_only(sandbox, ip):
     assert image.uri == f"it-local:{image.tag}"
     assert docker.from_env().images.get(image.uri).id == image.digest == again.digest
     assert registry_tags("it-local") == []
-    assert "it-local" not in ecr_repositories()
+    assert not {"it-local", repository("it-local")} & ecr_repositories()
 
 
 # ---------------------------------------------------------------- failures
@@ -267,7 +275,8 @@ def test_a_failing_build_names_its_step_and_pushes_nothing(sandbox, ip):
     assert "returned a non-zero code: 3" in failure.reason
     assert any("Last log lines:" in line for line in failure._render_traceback_())
     assert registry_tags("it-fails") == []
-    assert docker.from_env().images.list(name=f"{os.environ['SM_MAGICS_REGISTRY']}/it-fails") == []
+    assert docker.from_env().images.list(
+        name=f"{os.environ['SM_MAGICS_REGISTRY']}/{repository('it-fails')}") == []
 
 
 @pytest.mark.parametrize(
@@ -300,7 +309,7 @@ def test_repositories_are_created_with_scan_on_push_and_encryption(sandbox, ip):
     import boto3
 
     ip.run_cell_magic("sm_container", "it-settings", "print('repo')\n")
-    repo = boto3.client("ecr").describe_repositories(repositoryNames=["it-settings"])
+    repo = boto3.client("ecr").describe_repositories(repositoryNames=[repository("it-settings")])
     settings = repo["repositories"][0]
     assert settings["imageScanningConfiguration"] == {"scanOnPush": True}
     assert settings["encryptionConfiguration"]["encryptionType"] == "AES256"
@@ -321,13 +330,13 @@ def test_a_login_token_is_reused_until_it_must_be_renewed(sandbox):
 
 
 def test_a_token_that_arrives_already_expired_is_used_briefly_then_fetched_again():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     stale = Token.from_response({"authorizationToken": "QVdTOnB3",
-                                 "expiresAt": datetime(2015, 1, 1, tzinfo=timezone.utc)}, now)
+                                 "expiresAt": datetime(2015, 1, 1, tzinfo=UTC)}, now)
     fresh = Token.from_response({"authorizationToken": "QVdTOnB3",
-                                 "expiresAt": datetime(2026, 1, 1, 12, tzinfo=timezone.utc)}, now)
+                                 "expiresAt": datetime(2026, 1, 1, 12, tzinfo=UTC)}, now)
     assert now < stale.renew_at <= now + 120
     assert fresh.renew_at == now + 12 * 3600 - 300
     assert (stale.username, stale.password) == ("AWS", "pw")

@@ -338,15 +338,16 @@ def test_a_missing_image_fails_the_job_with_a_reason(clients):
         f"ClientError: Could not pull the training image {missing}")
 
 
-def test_a_missing_channel_bucket_fails_the_job_while_downloading(clients, image):
-    name = create_job(clients, image, channels=[("train", "s3://no-such-bucket/data/")])
+def test_a_channel_in_a_missing_bucket_is_refused_at_create_as_sagemaker_does(clients, image):
+    from botocore.exceptions import ClientError
 
-    described = wait_for(clients, name)
+    with pytest.raises(ClientError) as refused:
+        create_job(clients, image, channels=[("train", "s3://no-such-bucket/data/")])
 
-    assert described["TrainingJobStatus"] == "Failed"
-    assert described["FailureReason"].startswith(
-        "ClientError: Could not download channel 'train' from s3://no-such-bucket/data/")
-    assert described["SecondaryStatusTransitions"][-2]["Status"] == "Downloading"
+    error = refused.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert error["Message"].startswith(
+        'No S3 objects found under S3 URL "s3://no-such-bucket/data/"')
 
 
 def test_api_errors_have_the_real_codes(clients, completed, image):

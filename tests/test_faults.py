@@ -139,9 +139,9 @@ def test_a_push_to_a_stopped_registry_fails_readably_and_works_once_the_sandbox_
 
     ip.run_line_magic("sm_sandbox", "start")  # starts the registry again, on its port
     registry = box.state()["registry"]
-    uri = f"127.0.0.1:{registry['port']}/fault-registry-down:"
+    uri = f"127.0.0.1:{registry['port']}/sagemaker-fault-registry-down:"
     status, _, body_json = registry_get(f"127.0.0.1:{registry['port']}",
-                                        "fault-registry-down/tags/list")
+                                        "sagemaker-fault-registry-down/tags/list")
     assert status == 404 or not json.loads(body_json).get("tags")  # no tag was left behind
 
     image = ip.run_cell_magic("sm_container", "fault-registry-down", body)
@@ -162,7 +162,8 @@ def test_a_registry_that_stops_during_a_push_is_retried_by_the_engine_once_it_is
         time.sleep(1)
         revived.append(Sandbox(fresh_box.home).start())
 
-    with in_background(lambda: uploads_started(fresh_box, "fault-push-blip"), kill_and_restart):
+    with in_background(lambda: uploads_started(fresh_box, "sagemaker-fault-push-blip"),
+                       kill_and_restart):
         image = ip.run_cell_magic("sm_container", "fault-push-blip", 'print("blip")\n')
 
     assert revived and fresh_box.state()["registry"]["pid"] != registry["pid"]
@@ -176,15 +177,15 @@ def test_a_registry_that_stops_during_a_push_is_retried_by_the_engine_once_it_is
 
 def test_ctrl_c_during_a_push_leaves_no_partial_tag_and_the_rerun_pushes(ip, fresh_box):
     body = 'print("interrupted push")\n'
-    with (in_background(lambda: uploads_started(fresh_box, "fault-push-ctrl-c"),
+    with (in_background(lambda: uploads_started(fresh_box, "sagemaker-fault-push-ctrl-c"),
                         _thread.interrupt_main),
           pytest.raises(KeyboardInterrupt, match="fault-push-ctrl-c was interrupted. An "
                         "unfinished build or push leaves no tag behind; run the cell again")):
         ip.run_cell_magic("sm_container", "fault-push-ctrl-c", body)
     registry = f"127.0.0.1:{fresh_box.state()['registry']['port']}"
-    tags = registry_get(registry, "fault-push-ctrl-c/tags/list")
+    tags = registry_get(registry, "sagemaker-fault-push-ctrl-c/tags/list")
     for tag in (json.loads(tags[2]).get("tags") or [] if tags[0] == 200 else []):
-        assert tag_state(f"{registry}/fault-push-ctrl-c:{tag}") == "whole"
+        assert tag_state(f"{registry}/sagemaker-fault-push-ctrl-c:{tag}") == "whole"
 
     image = ip.run_cell_magic("sm_container", "fault-push-ctrl-c", body)
     assert tag_state(image.uri) == "whole"
@@ -206,14 +207,15 @@ def test_ctrl_c_during_a_build_leaves_nothing_half_made_and_the_rerun_builds(ip,
           pytest.raises(KeyboardInterrupt, match="run the cell again to finish it")):
         ip.run_cell_magic("sm_container", line, body)
     registry = f"127.0.0.1:{box.state()['registry']['port']}"
-    assert engine.images.list(name=f"{registry}/fault-build-ctrl-c") == []  # nothing tagged
+    # nothing tagged
+    assert engine.images.list(name=f"{registry}/sagemaker-fault-build-ctrl-c") == []
 
     builds = tmp_path / ".sm_magics" / "builds" / "fault-build-ctrl-c"
     assert leftover_staging(tmp_path) == []
     for folder in builds.iterdir():  # a build folder is whole or absent
         assert {p.name for p in folder.iterdir()} >= {"Dockerfile", "train.py"}
-    assert registry_get(registry, "fault-build-ctrl-c/tags/list")[0] == 404 or not json.loads(
-        registry_get(registry, "fault-build-ctrl-c/tags/list")[2]).get("tags")
+    tags = registry_get(registry, "sagemaker-fault-build-ctrl-c/tags/list")
+    assert tags[0] == 404 or not json.loads(tags[2]).get("tags")
 
     image = ip.run_cell_magic("sm_container", line, body)
     assert image.built and tag_state(image.uri) == "whole"
@@ -261,7 +263,7 @@ def test_no_docker_engine_is_a_usage_error_and_creates_no_repository(ip, box, mo
     assert "Set DOCKER_HOST" in message and "\n" not in message
     names = [r["repositoryName"] for r in
              boto3.client("ecr").describe_repositories()["repositories"]]
-    assert "fault-no-engine" not in names
+    assert not {"fault-no-engine", "sagemaker-fault-no-engine"} & set(names)
 
     monkeypatch.delenv("DOCKER_HOST")
     image = ip.run_cell_magic("sm_container", "fault-no-engine", 'print("no engine")\n')

@@ -108,6 +108,23 @@ def test_parameters_and_data_sweeps_from_one_image(tmp_path, profile):
     hashes = re.findall(r"wine:[0-9a-f]+\s+([0-9a-f]{12})", jobs)
     assert len(set(hashes)) == 4
 
+    compared = next(c for c in code if c.source.startswith("%sm_compare"))
+    lines = text_of(compared).splitlines()
+    assert lines[0].split() == ["job", "status", "duration", "billable", "image", "max_depth",
+                                "fold_accuracy", "accuracy"]
+    rows = [re.split(r"\s{2,}", line) for line in lines[2:6]]
+    assert sorted(row[5] for row in rows) == ["1", "2", "4", "8"]
+    assert {row[1] for row in rows} == {"Completed"} and len({row[4] for row in rows}) == 1
+    for row in rows:  # the final accuracy each job logged, as the sweep's cell printed it
+        assert round(float(row[7].removesuffix(" (best)")), 3) == float(scores[row[5]])
+    assert sum(row[7].endswith(" (best)") for row in rows) >= 1
+    assert "same in all: n_estimators=100" in lines
+    assert "best: the highest fold_accuracy, accuracy (guessed from the names" in lines[7]
+    html = compared.outputs[0]["data"]["text/html"]
+    assert html.count("<polyline data-metric='fold_accuracy'") == 4
+    assert sorted(re.findall(r">(max_depth=\d)</text>", html)) == [
+        "max_depth=1", "max_depth=2", "max_depth=4", "max_depth=8"]
+
 
 @PROFILES
 def test_own_dockerfile_runs_locally_and_as_a_job(tmp_path, profile):

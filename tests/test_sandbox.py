@@ -259,3 +259,28 @@ def test_the_command_line_starts_reports_and_stops(tmp_path):
     status = subprocess.run([*run, "status"], env=env, capture_output=True, text=True)
     assert status.returncode == 3
     assert "api       stopped" in status.stdout
+
+
+def test_new_buckets_block_public_access_and_encrypt_by_default_as_on_aws(sandbox):
+    # S3 does both for every new bucket since 2023; moto alone does neither
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="sandbox-new-bucket-defaults")
+    block = s3.get_public_access_block(Bucket="sandbox-new-bucket-defaults")[
+        "PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    rules = s3.get_bucket_encryption(Bucket="sandbox-new-bucket-defaults")[
+        "ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    s3.put_object(Bucket="sandbox-new-bucket-defaults", Key="plain", Body=b"no header")
+    head = s3.head_object(Bucket="sandbox-new-bucket-defaults", Key="plain")
+    assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_json_requests_that_break_the_service_model_are_refused_as_aws_does(sandbox):
+    from botocore.exceptions import ClientError
+
+    logs = boto3.client("logs")
+    with pytest.raises(ClientError) as refused:  # botocore checks no pattern; the service does
+        logs.create_log_group(logGroupName="bad name with spaces")
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "logGroupName" in refused.value.response["Error"]["Message"]

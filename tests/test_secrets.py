@@ -98,7 +98,7 @@ def remove_built_images(sandbox):
 
     yield
     client = docker.from_env()
-    prefix = f"{os.environ['SM_MAGICS_REGISTRY']}/secrets-"
+    prefix = f"{os.environ['SM_MAGICS_REGISTRY']}/sagemaker-secrets-"
     for image in client.images.list():
         for tag in image.tags:
             if tag.startswith(prefix):
@@ -199,7 +199,8 @@ def test_planted_credentials_reach_no_image_job_log_or_artifact(ip, sandbox, pla
     assert session.get_credentials().access_key == PLANTED["environment AWS_ACCESS_KEY_ID"]
 
     context_leaks = files_leaks(tmp_path / ".sm_magics")
-    layer_leaks, image_files = image_leaks("secrets-scan", image.tag)
+    layer_leaks, image_files = image_leaks(image.uri.split("/", 1)[1].rsplit(":", 1)[0],
+                                           image.tag)
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=run.name)
     log = job_log_text(run.name)
     artifact_leaks, objects = s3_leaks(described)

@@ -16,7 +16,9 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 _loaded = {}
-_HTML_VIEWS = (("sm_magics.jobs", "TrainingRun", "sm_magics.ui.job_summary", "run_html"),)
+_HTML_VIEWS = (("sm_magics.jobs", "TrainingRun", "sm_magics.ui.job_summary", "run_html"),
+               ("sm_magics.compare", "Comparison", "sm_magics.ui.compare_view",
+                "comparison_html"))
 
 
 def _html_formatter(ipython):

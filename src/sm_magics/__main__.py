@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("action", choices=["start", "stop", "status", "env", "base-image"])
     sandbox.add_argument("--profile", choices=["plain", "studio"], default=None,
                          help="With start: studio meets SageMaker Studio's Docker rules.")
+    sandbox.add_argument("--policy", metavar="FILE", default=None,
+                         help="With start: refuse what this IAM policy (a JSON file, or "
+                              "AmazonSageMakerFullAccess) does not allow, as AWS does.")
     notebook = commands.add_parser(
         "run-notebook", help="Execute a notebook top to bottom, keeping outputs and widget state.")
     notebook.add_argument("path", type=Path)
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .sandbox import Sandbox
 
-    box = Sandbox(profile=args.profile)
+    box = Sandbox(profile=args.profile, policy=args.policy)
     try:
         if args.action == "start":
             print(repr(box.start(log=lambda line: print(line, file=sys.stderr))))

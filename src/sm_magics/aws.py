@@ -79,3 +79,17 @@ class AwsContext:
     def bucket(self) -> str:
         """The configured bucket, or the SageMaker default ``sagemaker-<region>-<account>``."""
         return self.settings.bucket or self.settings.with_bucket(self.account).bucket
+
+    @cached_property
+    def role(self) -> tuple[str, str] | None:
+        """``(execution role ARN, where it came from)``: the ``role`` setting, else found.
+
+        When no setting gives a role, it is looked for once per context as
+        :mod:`sm_magics.roles` describes (notebook-instance or Studio metadata and
+        its Describe calls, then the role this notebook runs as).
+        """
+        if self.settings.role:
+            return self.settings.role, self.settings["role"].source
+        from .roles import discover_execution_role
+
+        return discover_execution_role(self)

@@ -205,15 +205,18 @@ class BuildService:
         self.listener = listener or BuildListener()
         self.cwd = cwd or Path.cwd()
 
-    def build(self, recipe: Recipe, push: bool = True) -> ContainerImage:
+    def build(self, recipe: Recipe, push: bool = True,
+              repository: str | None = None) -> ContainerImage:
         """Build (and push, unless ``push`` is false) the image of ``recipe``.
 
-        Returns the :class:`ContainerImage`; raises a UsageError for a mistake
-        in the recipe or the setup, and :class:`RemoteFailure` when the build or
-        push fails.
+        The ECR repository is ``repository`` when given (used as given), else the
+        container's name with the ``repository_prefix`` setting
+        (:func:`~sm_magics.ecr.repository_name`). Returns the
+        :class:`ContainerImage`; raises a UsageError for a mistake in the recipe
+        or the setup, and :class:`RemoteFailure` when the build or push fails.
         """
         try:
-            image = self._build(recipe, push)
+            image = self._build(recipe, push, repository)
         except KeyboardInterrupt:
             # The engine abandons a build or push whose client went away: no tag is left.
             interrupted = KeyboardInterrupt(
@@ -227,9 +230,14 @@ class BuildService:
         self.listener.finished(image)
         return image
 
-    def _build(self, recipe: Recipe, push: bool) -> ContainerImage:
+    def _build(self, recipe: Recipe, push: bool, repository_given: str | None) -> ContainerImage:
+        from .ecr import repository_name
+        from .recipe import check_repository_name
+
         self.listener.stage("Prepare", "checking the cell and writing the build context")
         context = prepare(recipe)
+        name = check_repository_name(
+            repository_given or repository_name(context.name, self.settings.repository_prefix))
         build_dir = context.write(self.cwd)
         if not push:
             return self._build_local(context, build_dir)
@@ -239,22 +247,22 @@ class BuildService:
         from .registry import Registry
 
         ecr = Ecr(AwsContext(self.settings), self.settings.registry)
-        self.listener.stage("Look up", f"tag {context.tag}")
-        repository = ecr.find(context.name)
+        self.listener.stage("Look up", f"{name}:{context.tag}")
+        repository = ecr.find(name)
         if repository is not None:
             registry = Registry(repository.host, ecr.credential)
-            digest = registry.manifest_digest(context.name, context.tag)
+            digest = registry.manifest_digest(name, context.tag)
             if digest is not None:
                 return self._image(context, repository.image_uri(context.tag), digest,
                                    build_dir, built=False)
         client = _engine()
         _check_base_platform(client, context)
-        repository = ecr.ensure(context.name)
+        repository = ecr.ensure(name, note=self.listener.log)
         uri = repository.image_uri(context.tag)
         self.listener.stage("Build", uri)
         self._docker_build(client, context, build_dir, uri)
         self.listener.stage("Push", uri)
-        digest = self._push(client, repository.uri, context.tag, ecr)
+        digest = self._push(client, repository, context.tag, ecr)
         return self._image(context, uri, digest, build_dir, built=True)
 
     def _build_local(self, context: BuildContext, build_dir: Path) -> ContainerImage:
@@ -343,10 +351,11 @@ class BuildService:
             ) from None
         return image_id or client.images.get(reference).id
 
-    def _push(self, client, repository_uri: str, tag: str, ecr) -> str:
-        """Push ``repository_uri:tag`` with the ECR login; return the manifest digest."""
+    def _push(self, client, repository, tag: str, ecr) -> str:
+        """Push ``repository:tag`` with the ECR login; return the manifest digest."""
         import docker.errors
 
+        repository_uri = repository.uri
         refreshed = False
         while True:
             token = ecr.token(refresh=refreshed)
@@ -386,6 +395,17 @@ class BuildService:
                     reason=error.strip(), log_tail=tail,
                     hint="Nothing was tagged in the registry. Check the network (or "
                          "`%sm_sandbox status` when working offline) and run the cell again.")
+            if re.search(r"denied|not authorized|forbidden", error, re.I):
+                from .ecr import PUSH_ACTIONS
+
+                arn = repository.ecr_arn or repository.name
+                raise RemoteFailure(
+                    f"Push of {repository_uri}:{tag} was denied", reason=error.strip(),
+                    log_tail=tail,
+                    hint=f"These credentials may not push to {arn}. Grant "
+                         f"{', '.join(PUSH_ACTIONS)} on it, or push to a repository whose name "
+                         "contains 'sagemaker', which AmazonSageMakerFullAccess allows (the "
+                         "default repository_prefix setting gives such names).")
             raise RemoteFailure(
                 f"Push of {repository_uri}:{tag} failed", reason=error.strip(), log_tail=tail,
                 hint="Check the credentials may push to this repository "

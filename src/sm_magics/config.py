@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import configparser
-import functools
 import ipaddress
 import json
 import os
@@ -44,11 +43,15 @@ __all__ = [
     "check_value",
     "clean_value",
     "resolve",
+    "tidy_value",
 ]
 
 DEFAULT_PREFIX = "sm-magics"
 DEFAULT_BASE = "python:3.12-slim"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+# AmazonSageMakerFullAccess, the role most notebooks run as, may push only to ECR
+# repositories whose name contains "sagemaker" (statement AllowECRActions, v29).
+DEFAULT_REPOSITORY_PREFIX = "sagemaker-"
 BUILDERS = ("docker",)
 PLANNED_BUILDERS = ("codebuild",)
 
@@ -114,7 +117,7 @@ def _check_prefix(value: str) -> str | None:
         return None
     return (
         f"'{value}' is not a usable S3 key prefix: give one or more path segments such as "
-        "'sm-magics' or 'team/fraud', without empty segments."
+        "'sm-magics' or 'team/fraud'."
     )
 
 
@@ -152,6 +155,17 @@ def _check_profile(value: str) -> str | None:
         f"The AWS profile '{value}' is not in ~/.aws/config or ~/.aws/credentials "
         f"(known profiles: {listed}). Create it with `aws configure --profile {value}`."
     )
+
+
+_REPOSITORY_PREFIX = re.compile(r"^(?:[a-z0-9]+(?:[._/-]+[a-z0-9]*)*)?$")
+
+
+def _check_repository_prefix(value: str) -> str | None:
+    if len(value) <= 64 and _REPOSITORY_PREFIX.match(value):
+        return None
+    return (f"'{value}' cannot start an ECR repository name: use lowercase letters, digits, "
+            "'.', '_', '-' and '/', starting with a letter or digit (e.g. sagemaker- or "
+            "team/sagemaker-).")
 
 
 _DOCKER_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -239,6 +253,10 @@ SETTINGS: tuple[Setting, ...] = (
             ("SM_MAGICS_INSTANCE_TYPE",), _check_instance_type, default=DEFAULT_INSTANCE_TYPE),
     Setting("builder", "How images are built.", ("SM_MAGICS_BUILDER",), _check_builder,
             default="docker"),
+    Setting("repository_prefix", "Prefix of the ECR repository of each container, unless the "
+            "container's name contains 'sagemaker' already.",
+            ("SM_MAGICS_REPOSITORY_PREFIX",), _check_repository_prefix,
+            default=DEFAULT_REPOSITORY_PREFIX),
     Setting("docker_network", "Docker network of image builds and --local jobs.",
             ("SM_MAGICS_DOCKER_NETWORK",), _check_docker_network,
             unset="sagemaker in SageMaker Studio, else Docker's own"),
@@ -251,15 +269,29 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
-def clean_value(name: str, value: str) -> tuple[str, str | None]:
-    """``value`` cleaned up, and a sentence saying what is wrong with it (or ``None``).
+def tidy_value(name: str, value: str) -> str:
+    """``value`` as the settings hold it, whatever its source: trimmed; a prefix as key parts.
 
-    >>> clean_value("prefix", "/team/fraud/")
-    ('team/fraud', None)
+    A prefix loses its empty segments, as the SageMaker SDK's ``s3_path_join``
+    drops them, so no key has ``//`` in it (one made only of slashes is left
+    for :func:`clean_value` to refuse).
+
+    >>> tidy_value("prefix", " /team//fraud/ ")
+    'team/fraud'
     """
     value = value.strip()
     if name == "prefix" and value.strip("/"):
-        value = value.strip("/")
+        value = "/".join(part for part in value.split("/") if part)
+    return value
+
+
+def clean_value(name: str, value: str) -> tuple[str, str | None]:
+    """``value`` cleaned up, and a sentence saying what is wrong with it (or ``None``).
+
+    >>> clean_value("prefix", "/team//fraud/")
+    ('team/fraud', None)
+    """
+    value = tidy_value(name, value)
     return value, BY_NAME[name].check(value)
 
 
@@ -387,8 +419,8 @@ def load_platform_metadata(path: Path = STUDIO_METADATA,
     """What SageMaker Studio or a notebook instance says about this machine.
 
     The region comes from the resource ARN in the metadata file, the execution
-    role from the file when it names one, else from the SageMaker SDK's
-    discovery (:func:`discover_execution_role`, asked once per process). In
+    role from the file when it names one (when it does not, the role is found
+    with AWS calls once a job needs one: :mod:`sm_magics.roles`). In
     Studio the Docker network is ``sagemaker``, the only one Studio's Docker
     allows for builds and containers (aws/sagemaker-python-sdk#5147).
     """
@@ -405,29 +437,10 @@ def load_platform_metadata(path: Path = STUDIO_METADATA,
     parts = arn.split(":")
     if len(parts) > 3 and parts[3]:
         found["region"] = (parts[3], "SageMaker Studio / notebook metadata")
-    role = metadata.get("ExecutionRoleArn") or (
-        discover_execution_role() if path == STUDIO_METADATA else None)
+    role = metadata.get("ExecutionRoleArn")
     if role:
         found["role"] = (role, "SageMaker Studio / notebook metadata")
     return found
-
-
-@functools.cache
-def discover_execution_role() -> str | None:
-    """The execution role of this Studio space or notebook instance, via the SageMaker SDK.
-
-    Returns ``None`` outside SageMaker or when the SDK is not installed.
-    """
-    if not STUDIO_METADATA.exists():
-        return None
-    try:
-        from sagemaker.core.helper.session_helper import get_execution_role
-    except ImportError:
-        return None
-    try:
-        return get_execution_role()
-    except Exception:  # the SDK raises ValueError or botocore errors outside a role
-        return None
 
 
 # ---------------------------------------------------------------- resolution
@@ -466,6 +479,14 @@ class Settings(Mapping[str, Value]):
             return self._values[name].value
         except KeyError:
             raise AttributeError(name) from None
+
+    def with_value(self, name: str, value: str, source: str) -> Settings:
+        """A copy in which the unset setting ``name`` takes ``value`` from ``source``."""
+        if self[name].value is not None:
+            return self
+        values = dict(self._values)
+        values[name] = Value(value, source)
+        return Settings(values)
 
     def with_bucket(self, account: str) -> Settings:
         """A copy in which an unset bucket becomes the SageMaker default bucket."""
@@ -518,7 +539,7 @@ def resolve(
     ``session`` maps a name to ``(value, source)`` from ``%sm_config``/``%config``.
     The SDK config files and platform metadata are read when not given.
     Environment values are checked and a bad one raises a ``UsageError`` naming
-    the variable.
+    the variable. Every value, whatever its source, is tidied (:func:`tidy_value`).
     """
     flags = flags or {}
     session = session or {}
@@ -537,7 +558,7 @@ def resolve(
             continue
         from_env = _from_environment(setting, environ)
         if from_env is not None:
-            problem = setting.check(from_env.value)
+            _, problem = clean_value(name, from_env.value)
             if problem:
                 var = from_env.source.split("(")[-1].rstrip(")")
                 raise usage_error(f"The environment variable {var} is not usable: {problem}")
@@ -556,4 +577,5 @@ def resolve(
             continue
         values[name] = Value(setting.default, "default" if setting.default else "not set")
 
-    return Settings(values)
+    return Settings({name: Value(tidy_value(name, v.value), v.source) if v.value else v
+                     for name, v in values.items()})

@@ -24,6 +24,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,33 @@ from typing import Any
 from .aws import AwsContext
 from .errors import RemoteFailure
 
-__all__ = ["Ecr", "Repository", "Token", "account_only_policy"]
+__all__ = ["Ecr", "Repository", "Token", "account_only_policy", "denied", "repository_name"]
+
+# Push rights in ECR, as IAM names them (what a denied push needs granted).
+PUSH_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
+                "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage")
+
+
+def repository_name(container: str, prefix: str | None) -> str:
+    """The ECR repository of ``container``: ``prefix`` + name, unless the name has ``sagemaker``.
+
+    The default prefix ``sagemaker-`` gives names that AmazonSageMakerFullAccess
+    may push to (its ``AllowECRActions`` statement covers ``repository/*sagemaker*``).
+
+    >>> repository_name("digits", "sagemaker-"), repository_name("sagemaker-digits", "sagemaker-")
+    ('sagemaker-digits', 'sagemaker-digits')
+    >>> repository_name("team/digits", "")
+    'team/digits'
+    """
+    if not prefix or "sagemaker" in container:
+        return container
+    return f"{prefix}{container}"
+
+
+def denied(exc: Exception) -> bool:
+    """Whether an AWS error says the caller may not do this (IAM), not that it failed."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403")
 
 # A token is used until this long before its expiry, then fetched again.
 _EXPIRY_MARGIN = 300.0
@@ -93,6 +120,7 @@ class Repository:
     name: str
     ecr_uri: str
     host: str
+    ecr_arn: str | None = None
 
     @property
     def uri(self) -> str:
@@ -155,7 +183,7 @@ class Ecr:
     def _repository(self, data: dict) -> Repository:
         ecr_uri = data["repositoryUri"]
         host = self.registry or ecr_uri.split("/", 1)[0]
-        return Repository(data["repositoryName"], ecr_uri, host)
+        return Repository(data["repositoryName"], ecr_uri, host, data.get("repositoryArn"))
 
     def find(self, name: str, cached: bool = True) -> Repository | None:
         """The repository ``name``, or ``None`` when it does not exist.
@@ -181,19 +209,26 @@ class Ecr:
         _REPOSITORIES[key] = self._repository(found[0])
         return _REPOSITORIES[key]
 
-    def ensure(self, name: str) -> Repository:
-        """The repository ``name``, created when missing (scan on push, AES-256, account-only)."""
+    def ensure(self, name: str, note: Callable[[str], None] = lambda _: None) -> Repository:
+        """The repository ``name``, created when missing (scan on push, AES-256, account-only).
+
+        Only ``ecr:CreateRepository`` is needed. The tag ``created-by`` (which needs
+        ``ecr:TagResource``) and the account-only repository policy (``ecr:SetRepositoryPolicy``)
+        harden the repository where the credentials allow them; when IAM denies one, it is
+        skipped and ``note`` says so in one line.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         existing = self.find(name, cached=False)
         if existing is not None:
             return existing
         try:
+            # No tags here: tagging on create needs ecr:TagResource as well, which
+            # AmazonSageMakerFullAccess does not grant.
             created = self.client.create_repository(
                 repositoryName=name,
                 imageScanningConfiguration={"scanOnPush": True},
                 encryptionConfiguration={"encryptionType": "AES256"},
-                tags=[{"Key": "created-by", "Value": "sm-magics"}],
             )["repository"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "RepositoryAlreadyExistsException":
@@ -203,12 +238,26 @@ class Ecr:
             raise _aws_failure("CreateRepository", exc) from None
         except BotoCoreError as exc:
             raise _aws_failure("CreateRepository", exc) from None
-        try:
-            self.client.set_repository_policy(
-                repositoryName=name, registryId=created["registryId"],
-                policyText=account_only_policy(created["registryId"]))
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws_failure("SetRepositoryPolicy", exc) from None
+        hardening = (
+            ("ecr:TagResource", "the tag created-by=sm-magics",
+             lambda: self.client.tag_resource(
+                 resourceArn=created["repositoryArn"],
+                 tags=[{"Key": "created-by", "Value": "sm-magics"}])),
+            ("ecr:SetRepositoryPolicy", "the policy denying principals of other accounts",
+             lambda: self.client.set_repository_policy(
+                 repositoryName=name, registryId=created["registryId"],
+                 policyText=account_only_policy(created["registryId"]))),
+        )
+        for action, what, call in hardening:
+            try:
+                call()
+            except ClientError as exc:
+                if not denied(exc):
+                    raise _aws_failure(action.split(":")[1], exc) from None
+                note(f"Skipped {what} on the new repository {name}: {action} is not allowed "
+                     "for these credentials (the repository works without it).")
+            except BotoCoreError as exc:
+                raise _aws_failure(action.split(":")[1], exc) from None
         repository = self._repository(created)
         _REPOSITORIES[(*self._key, self.registry, name)] = repository
         return repository

@@ -29,7 +29,9 @@ from .s3uri import split_s3_uri
 from .table import Table
 from .watcher import JobWatcher, SageMakerJobs
 
-__all__ = ["JobsTable", "TrainingRun", "recent_jobs"]
+__all__ = ["JobsTable", "TrainingRun", "hyperparameter_values", "recent_jobs"]
+
+_CHUNK = 1024 * 1024  # bytes of a model archive held in memory at once while downloading
 
 
 class TrainingRun:
@@ -62,18 +64,7 @@ class TrainingRun:
                     "`%sm_jobs` lists recent jobs."
                 ) from None
             raise
-        params = None
-        hps = described.get("HyperParameters") or {}
-        if hps:
-            import json
-
-            params = {}
-            for key, value in hps.items():
-                try:
-                    params[key] = json.loads(value)
-                except ValueError:
-                    params[key] = value
-        return cls(aws, name, params=params,
+        return cls(aws, name, params=hyperparameter_values(described),
                    image=described["AlgorithmSpecification"].get("TrainingImage"))
 
     # -- state
@@ -104,44 +95,56 @@ class TrainingRun:
         return self.snapshot.metrics
 
     def logs(self) -> list[str]:
-        """All log lines of the job so far (every instance), read from CloudWatch Logs."""
+        """All log lines of the job so far (every instance and restart), in time order.
+
+        Every stream is read to its end, however CloudWatch Logs pages it.
+
+        >>> run.logs()[-1]                                          # doctest: +SKIP
+        'epoch 10: loss 0.031'
+        """
         reader = self.jobs.log_reader(
             self.name, self.describe().get("ResourceConfig", {}).get("InstanceCount", 1))
-        return [line.message for line in reader.poll()]
+        return [line.message for line in reader.poll(to_end=True)]
 
     def download_model(self, directory: str | Path = "model") -> Path:
         """Download ``model.tar.gz`` and unpack it into ``directory``; returns that folder.
 
         Members that would land outside ``directory`` (absolute paths, ``..``,
         links pointing out, devices) are refused, so a model archive cannot
-        write anywhere else on this machine.
+        write anywhere else on this machine. The archive is streamed to a
+        temporary file and unpacked from there: a model of any size takes
+        little memory.
 
         >>> model = joblib.load(run.download_model() / "model.joblib")   # doctest: +SKIP
         """
-        import io
+        import shutil
         import tarfile
+        import tempfile
 
         uri = self.model_data
         if not uri:
             raise usage_error(f"The job {self.name} has no model artifact (status "
                               f"{self.status}); only a completed job has one.")
         bucket, key = split_s3_uri(uri)
-        body = self.aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = self.aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
         target = Path(directory).resolve()
         target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-            members = tar.getmembers()
-            for member in members:
-                where = (target / member.name).resolve()
-                if not (where == target or target in where.parents) or not (
-                        member.isfile() or member.isdir() or (
-                            member.issym() and target in (where.parent / member.linkname)
-                            .resolve().parents)):
-                    raise RemoteFailure(f"The model archive of {self.name} is unsafe",
-                                        reason=f"member {member.name!r} would be written "
-                                               f"outside {target} or is not a regular file")
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(target, members=members, **safe)
+        with body, tempfile.TemporaryFile(dir=target) as archive:
+            shutil.copyfileobj(body, archive, _CHUNK)
+            archive.seek(0)
+            with tarfile.open(fileobj=archive) as tar:
+                members = tar.getmembers()
+                for member in members:
+                    where = (target / member.name).resolve()
+                    if not (where == target or target in where.parents) or not (
+                            member.isfile() or member.isdir() or (
+                                member.issym() and target in (where.parent / member.linkname)
+                                .resolve().parents)):
+                        raise RemoteFailure(f"The model archive of {self.name} is unsafe",
+                                            reason=f"member {member.name!r} would be written "
+                                                   f"outside {target} or is not a regular file")
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(target, members=members, **safe)
         return target
 
     # -- actions
@@ -202,6 +205,28 @@ class TrainingRun:
         if snap.failure_reason:
             parts.append(f", failure_reason={snap.failure_reason!r}")
         return "".join(parts) + ")"
+
+
+def hyperparameter_values(described: dict) -> dict[str, Any] | None:
+    """A job's ``HyperParameters`` read back as values (JSON where they are), or ``None``.
+
+    They hold what fits SageMaker's limits only; the ``params`` channel holds all.
+
+    >>> hyperparameter_values({"HyperParameters": {"lr": "0.1", "kernel": "rbf"}})
+    {'lr': 0.1, 'kernel': 'rbf'}
+    """
+    import json
+
+    hps = described.get("HyperParameters") or {}
+    if not hps:
+        return None
+    values = {}
+    for key, value in hps.items():
+        try:
+            values[key] = json.loads(value)
+        except ValueError:
+            values[key] = value
+    return values
 
 
 def recent_jobs(aws, limit: int = 20, name_contains: str | None = None) -> Iterable[dict]:

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,7 @@ __all__ = [
     "LogLine",
     "MetricPoint",
     "MetricsTable",
+    "console_host",
     "duration",
     "metric_point",
     "seconds",
@@ -38,11 +40,37 @@ __all__ = [
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = ("Completed", "Failed", "Stopped")
 PHASES = ("Starting", "Downloading", "Training", "Uploading")
+# The console of each AWS partition. China's is console.amazonaws.cn ("Getting Started
+# with Amazon Web Services in China", Amazon Web Services Console), GovCloud's
+# console.amazonaws-us-gov.com (AWS GovCloud (US) User Guide, "Configuring Your
+# Account"); the isolated partitions have no public console.
+_CONSOLE_HOSTS = {"aws": "{region}.console.aws.amazon.com", "aws-cn": "console.amazonaws.cn",
+                  "aws-us-gov": "console.amazonaws-us-gov.com"}
 
 
 def status_is_terminal(status: str) -> bool:
     """Whether a ``TrainingJobStatus`` is final (``Completed``, ``Failed``, ``Stopped``)."""
     return status in TERMINAL
+
+
+@functools.cache
+def console_host(region: str) -> str | None:
+    """The host of the AWS console for ``region``, or ``None`` where there is no public one.
+
+    The region's partition comes from botocore's endpoint data.
+
+    >>> console_host("eu-west-1"), console_host("cn-north-1"), console_host("us-gov-east-1")
+    ('eu-west-1.console.aws.amazon.com', 'console.amazonaws.cn', 'console.amazonaws-us-gov.com')
+    """
+    import botocore.session
+    from botocore.exceptions import UnknownRegionError
+
+    try:
+        partition = botocore.session.get_session().get_partition_for_region(region)
+    except UnknownRegionError:
+        return None
+    host = _CONSOLE_HOSTS.get(partition)
+    return host.format(region=region) if host else None
 
 
 def duration(seconds: float | None) -> str:
@@ -186,13 +214,17 @@ class JobSnapshot:
         return rows
 
     def console_links(self) -> dict[str, str]:
-        """Links to the SageMaker console and CloudWatch for a job on AWS."""
-        if self.local or not self.region:
+        """Links to the SageMaker console and CloudWatch for a job on AWS (in its partition).
+
+        >>> JobSnapshot("fraud-1", region="cn-north-1").console_links()["console"]
+        'https://console.amazonaws.cn/sagemaker/home?region=cn-north-1#/jobs/fraud-1'
+        """
+        host = None if self.local or not self.region else console_host(self.region)
+        if host is None:
             return {}
         r = self.region
         return {
-            "console": f"https://{r}.console.aws.amazon.com/sagemaker/home?region={r}"
-                       f"#/jobs/{self.name}",
-            "logs": f"https://{r}.console.aws.amazon.com/cloudwatch/home?region={r}"
+            "console": f"https://{host}/sagemaker/home?region={r}#/jobs/{self.name}",
+            "logs": f"https://{host}/cloudwatch/home?region={r}"
                     f"#logStream:group={LOG_GROUP};prefix={self.name}/;streamFilter=typeLogStreamPrefix",
         }

@@ -39,7 +39,8 @@ class LocalLogReader:
         self.position = 0
         self.tokens = {f"{name}/algo-1": None}
 
-    def poll(self) -> list[LogLine]:
+    def poll(self, *, to_end: bool = False) -> list[LogLine]:
+        """New lines since the last call; every read is complete (memory holds them all)."""
         events = self.sink.events(self.name, self.position)
         self.position += len(events)
         stream = next(iter(self.tokens))

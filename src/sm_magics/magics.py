@@ -89,6 +89,14 @@ def _setting_flags(args, where: str) -> dict[str, str]:
     }
 
 
+def _check_name_filter(name: str | None, magic: str) -> None:
+    """A ``--name`` filter of job names must be something a job name can contain."""
+    if name is not None and not re.fullmatch(r"[a-zA-Z0-9-]{1,63}", name):
+        raise usage_error(
+            f"{magic} --name: '{name}' cannot be part of a training-job name: give "
+            "up to 63 letters, digits and hyphens, e.g. --name fraud.")
+
+
 def parse(magic, line: str, name: str):
     """Parse ``line`` with ``magic``'s ``magic_arguments``; every problem is a UsageError.
 
@@ -205,12 +213,16 @@ class SageMakerMagics(Magics, Configurable):
 
     @staticmethod
     def _with_default_bucket(settings: config.Settings) -> config.Settings:
+        """The table's settings with the default bucket and a found execution role filled in."""
         from .aws import AwsContext
 
         try:
-            return settings.with_bucket(AwsContext(settings).account)
+            aws = AwsContext(settings)
+            settings = settings.with_bucket(aws.account)
+            found = aws.role
         except Exception:  # no credentials or no network: the table still shows the rest
             return settings
+        return settings.with_value("role", *found) if found else settings
 
     # ------------------------------------------------------------ %sm_sandbox
 
@@ -219,6 +231,9 @@ class SageMakerMagics(Magics, Configurable):
     @argument("--profile", metavar="NAME",
               help="With start: plain (the default), or studio to meet SageMaker Studio's "
                    "Docker rules (API 1.41, network sagemaker) as a Studio space does.")
+    @argument("--policy", metavar="FILE",
+              help="With start: refuse what this IAM policy (a JSON file, or "
+                   "AmazonSageMakerFullAccess) does not allow, as AWS refuses it.")
     @output_can_be_silenced
     @line_magic
     def sm_sandbox(self, line: str = ""):
@@ -228,6 +243,7 @@ class SageMakerMagics(Magics, Configurable):
 
             %sm_sandbox start     # then boto3.client("s3") in this notebook reaches the sandbox
             %sm_sandbox start --profile studio   # as in a SageMaker Studio space with Docker
+            %sm_sandbox start --policy AmazonSageMakerFullAccess   # as the default role may
             %sm_sandbox status
             %sm_sandbox stop      # stops what start started and restores the environment
 
@@ -237,7 +253,7 @@ class SageMakerMagics(Magics, Configurable):
         args = parse(self.sm_sandbox, line, "sm_sandbox")
         from .sandbox import Sandbox
 
-        box = Sandbox(profile=args.profile)
+        box = Sandbox(profile=args.profile, policy=args.policy)
         if args.action == "start":
             status = box.start(log=print)
             self.session.save_environment(box.apply_environment())
@@ -307,7 +323,11 @@ class SageMakerMagics(Magics, Configurable):
               "`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}` uses the base setting.")
     @argument("--no-push", action="store_true",
               help="Build in the local Docker engine only: no ECR, no push.")
+    @argument("--repository", metavar="REPO",
+              help="The ECR repository to push to, used as given (default: NAME with the "
+                   "repository_prefix setting, e.g. sagemaker-NAME).")
     @setting_argument("builder")
+    @setting_argument("repository_prefix")
     @cell_magic
     def sm_container(self, line: str = "", cell: str = ""):
         """Turn the cell into a training image in ECR; rebuild only when the code changes.
@@ -325,6 +345,8 @@ class SageMakerMagics(Magics, Configurable):
         `x = value  # @param` lines read their value from the job's parameters,
         so changing only such a value rebuilds nothing. The image tag is a hash
         of everything in the image: an unchanged cell is one registry look-up.
+        The image goes to the ECR repository `sagemaker-NAME` (a name the default
+        execution role, AmazonSageMakerFullAccess, may push to), or `--repository`.
         The build context (Dockerfile, train.py, requirements.txt) is written
         to `.sm_magics/builds/NAME/<tag>/` and can be built without this tool.
         Returns a ContainerImage (also stored with -o VAR), remembered for
@@ -350,7 +372,8 @@ class SageMakerMagics(Magics, Configurable):
         panel = build_panel(
             args.name, widgets=getattr(self.shell, "kernel", None) is not None, display=display
         )
-        image = BuildService(settings, listener=panel).build(recipe, push=not args.no_push)
+        image = BuildService(settings, listener=panel).build(
+            recipe, push=not args.no_push, repository=args.repository)
         self.session.images[image.name] = image
         if args.output:
             self.shell.user_ns[args.output] = image
@@ -515,13 +538,103 @@ class SageMakerMagics(Magics, Configurable):
         args = parse(self.sm_jobs, line, "sm_jobs")
         if not 1 <= args.limit <= 100:
             raise usage_error("%sm_jobs --limit: give a number from 1 to 100.")
-        if args.name is not None and not re.fullmatch(r"[a-zA-Z0-9-]{1,63}", args.name):
-            raise usage_error(
-                f"%sm_jobs --name: '{args.name}' cannot be part of a training-job name: give "
-                "up to 63 letters, digits and hyphens, e.g. --name fraud.")
+        _check_name_filter(args.name, "%sm_jobs")
         from .jobs import JobsTable
 
         return JobsTable.fetch(self._aws(), limit=args.limit, name_contains=args.name)
+
+    @magic_arguments()
+    @argument("name", help="Container name, as in `%%sm_container NAME`.")
+    @argument("--prune", type=int, metavar="KEEP",
+              help="Delete all but the newest KEEP images (1 or more); never one that a "
+                   "running job uses.")
+    @argument("--repository", metavar="REPO",
+              help="The ECR repository, when the cell pushed with --repository (default: "
+                   "NAME with the repository_prefix setting, e.g. sagemaker-NAME).")
+    @setting_argument("repository_prefix")
+    @output_can_be_silenced
+    @line_magic
+    def sm_images(self, line: str = ""):
+        """A container's images in ECR, newest first, with the jobs that used each.
+
+        Example::
+
+            %sm_images fraud              # tag, digest, pushed, size, jobs
+            %sm_images fraud --prune 3    # keep the newest 3 and any a running job uses
+            images = %sm_images fraud     # images[0].digest, images[0].jobs
+
+        Every code edit of a `%%sm_container` cell pushes one more image. `--prune`
+        deletes the older ones with ecr:BatchDeleteImage, which AmazonSageMakerFullAccess
+        allows on repositories whose name contains `sagemaker` (as the default
+        repository_prefix gives); listing needs only ecr:DescribeImages. Returns an
+        ImageList (a table; after --prune it says what was kept and deleted).
+        """
+        args = parse(self.sm_images, line, "sm_images")
+        from .images import container_images
+
+        return container_images(self._aws(**_setting_flags(args, "%sm_images")), args.name,
+                                repository=args.repository, prune=args.prune)
+
+    @magic_arguments()
+    @argument("jobs", nargs="*", metavar="JOB",
+              help="Two or more training jobs (of this session, --local ones too, or any).")
+    @argument("--name", help="Instead of JOBs: the newest jobs whose name contains this, "
+              "e.g. the container's name.")
+    @argument("--limit", type=int, metavar="N", help="With --name: how many (default 5).")
+    @argument("--maximize", nargs="+", action="extend", default=[], metavar="METRIC",
+              help="Metrics whose highest value is best.")
+    @argument("--minimize", nargs="+", action="extend", default=[], metavar="METRIC",
+              help="Metrics whose lowest value is best (others are guessed from their "
+                   "names: loss, error, rmse... lowest; accuracy, auc, f1... highest).")
+    @output_can_be_silenced
+    @line_magic
+    def sm_compare(self, line: str = ""):
+        """Training runs side by side: the parameters that differ, the metrics, the best marked.
+
+        Example::
+
+            %sm_compare --name wine --limit 4
+            x = %sm_compare wine-20261124-101500-ab12 wine-20261124-101502-cd34 --maximize f1
+
+        One row per job: status, duration, billable time, image tag, the parameters
+        that differ (those equal in all are folded into one line) and the final value
+        of each logged metric, the best marked; then a chart of each metric over its
+        steps, a line per job. Parameters are read from the params document each job
+        was given in S3, metrics from every value it logged. Give the jobs first. While
+        jobs run, a Jupyter kernel shows the comparison live until they end. Returns a
+        Comparison (`.rows`, `.to_pandas()`).
+        """
+        args = parse(self.sm_compare, line, "sm_compare")
+        if args.jobs and args.name is not None:
+            raise usage_error("%sm_compare: give job names or --name NAME, not both.")
+        if args.limit is not None and args.name is None:
+            raise usage_error("%sm_compare --limit: it counts the jobs --name picks; add "
+                              "--name NAME, e.g. --name fraud --limit 4.")
+        limit = 5 if args.limit is None else args.limit
+        if not 2 <= limit <= 20:
+            raise usage_error("%sm_compare --limit: give a number from 2 to 20.")
+        _check_name_filter(args.name, "%sm_compare")
+        from .compare import Comparison, newest_jobs
+
+        names = args.jobs
+        if args.name is not None:
+            aws = self._aws()
+            names = newest_jobs(aws, args.name, limit, self.session.local_runs(aws))
+            if len(names) < 2:
+                found = f"only {names[0]}" if names else "none"
+                raise usage_error(
+                    f"%sm_compare --name {args.name}: two or more jobs are needed, and {found} "
+                    f"has a name that contains '{args.name}' in {aws.settings.region}. "
+                    "`%sm_jobs` lists recent jobs.")
+        comparison = Comparison.of([self._run_named(name) for name in dict.fromkeys(names)],
+                                   maximize=args.maximize, minimize=args.minimize)
+        if not comparison.done and self._widgets():
+            from IPython.display import display
+
+            from .ui.compare_view import ComparisonPanel
+
+            comparison.subscribe(ComparisonPanel(comparison, display=display).update)
+        return comparison
 
     @magic_arguments()
     @argument("job", help="Name of a training job.")

@@ -59,6 +59,7 @@ __all__ = [
     "resolve",
     "secret_reason",
     "sha256",
+    "shown",
     "validate",
     "warn_if_secret",
 ]
@@ -73,7 +74,12 @@ _SHOWN = 60
 # ---------------------------------------------------------------- display
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A parameter value as a table shows it: its JSON, cut at 60 characters.
+
+    >>> shown("rbf"), shown(0.5), shown(list(range(30)))[-5:]
+    ('"rbf"', '0.5', '16, …')
+    """
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
@@ -291,7 +297,7 @@ class ParameterSet:
 
     def table(self) -> Table:
         """The parameters as a (name, value, type) table."""
-        rows = [(k, _shown(v), _kind(v)) for k, v in self.values.items()]
+        rows = [(k, shown(v), _kind(v)) for k, v in self.values.items()]
         return Table(("name", "value", "type"), rows, title=f"parameter set {self.name}")
 
     def __repr__(self) -> str:
@@ -497,8 +503,8 @@ def diff_table(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     lr    0.1     0.2
     """
     rows = [
-        (r.name, "" if r.change == "added" else _shown(r.before),
-         "(removed)" if r.change == "removed" else _shown(r.after))
+        (r.name, "" if r.change == "added" else shown(r.before),
+         "(removed)" if r.change == "removed" else shown(r.after))
         for r in diff(previous, current)
     ]
     return Table(("name", "before", "after"), rows, title=title or None)

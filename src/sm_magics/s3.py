@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 IGNORED_DIRS = frozenset({".git", "__pycache__", ".ipynb_checkpoints"})
+_CONFLICT_ATTEMPTS = 4  # conditional writes of a parameter document before reading it back
 SINGLE_PUT_LIMIT = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
 # Buckets checked in this process, with the encryption arguments of uploads to them.
@@ -100,7 +102,24 @@ def _is_missing(exc: Exception) -> bool:
     return _error_code(exc) in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
 
 
+def _is_denied(exc: Exception) -> bool:
+    return _error_code(exc) in ("403", "AccessDenied")
+
+
 # ---------------------------------------------------------------- bucket
+
+
+class SkippedHardening(UserWarning):
+    """An optional hardening call was denied by IAM and skipped; the message says which.
+
+    Silence it with ``warnings.filterwarnings("ignore", category=SkippedHardening)``.
+    """
+
+
+def _skipped(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, SkippedHardening, stacklevel=3)
 
 
 def ensure_bucket(aws) -> str:
@@ -108,8 +127,9 @@ def ensure_bucket(aws) -> str:
 
     The SageMaker default bucket (``sagemaker-<region>-<account>``, used when no
     bucket is configured) is created when missing, with public access blocked
-    and default encryption (SSE-S3). A configured bucket that does not exist is
-    a ``UsageError``: a typo should not create a bucket.
+    and default encryption (SSE-S3): S3's own defaults for a new bucket, also
+    set explicitly where the credentials may. A configured bucket that does not
+    exist is a ``UsageError``: a typo should not create a bucket.
 
     >>> ensure_bucket(aws)
     'sagemaker-us-east-1-123456789012'
@@ -172,6 +192,9 @@ def _default_encryption(s3, bucket: str, owner: str) -> dict[str, str]:
     except ClientError as exc:
         code = _error_code(exc)
         if code in ("403", "AccessDenied"):
+            _skipped(f"Skipped reading the default encryption of bucket {bucket}: "
+                     "s3:GetEncryptionConfiguration is not allowed for these credentials, so "
+                     "uploads leave encryption to the bucket's default.")
             return {}
         if code != "ServerSideEncryptionConfigurationNotFoundError":
             raise
@@ -203,15 +226,30 @@ def _create_bucket(s3, bucket: str, region: str, owner: str) -> None:
                 "with `%sm_config --bucket NAME`."
             ) from None
         raise
-    s3.put_public_access_block(Bucket=bucket, ExpectedBucketOwner=owner,
-                               PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True,
-        "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
-    })
-    s3.put_bucket_encryption(Bucket=bucket, ExpectedBucketOwner=owner,
-                             ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
-    })
+    # S3 blocks public access (since April 2023) and encrypts with SSE-S3 (since January
+    # 2023) on every new bucket by itself; saying so explicitly needs
+    # s3:PutBucketPublicAccessBlock and s3:PutEncryptionConfiguration, which
+    # AmazonSageMakerFullAccess does not grant: skipped when denied.
+    for action, what, settle in (
+        ("s3:PutBucketPublicAccessBlock", "blocking public access",
+         lambda: s3.put_public_access_block(Bucket=bucket, ExpectedBucketOwner=owner,
+                                            PublicAccessBlockConfiguration={
+             "BlockPublicAcls": True, "IgnorePublicAcls": True,
+             "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+         })),
+        ("s3:PutEncryptionConfiguration", "setting default encryption (SSE-S3)",
+         lambda: s3.put_bucket_encryption(Bucket=bucket, ExpectedBucketOwner=owner,
+                                          ServerSideEncryptionConfiguration={
+             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
+         })),
+    ):
+        try:
+            settle()
+        except ClientError as exc:
+            if not _is_denied(exc):
+                raise
+            _skipped(f"Skipped {what} on the new bucket {bucket}: {action} is not allowed for "
+                     "these credentials (S3 does it by itself for every new bucket).")
 
 
 # ---------------------------------------------------------------- parameters
@@ -226,7 +264,10 @@ def upload_params(aws, container: str, doc: dict[str, Any]) -> str:
 
     Returns the object's S3 URI. The body is the canonical JSON of ``doc``; it
     is written in one request guarded by its MD5 and SHA-256, and never
-    overwrites an existing key (``If-None-Match: *``).
+    overwrites an existing key (``If-None-Match: *``). When that write does not
+    happen (another run wrote the key first, or S3 kept answering
+    ``ConditionalRequestConflict``), the object is read back: it must be there
+    with this content, else :class:`RemoteFailure`.
 
     >>> upload_params(aws, "fraud", {"lr": 0.05})
     's3://sagemaker-us-east-1-123456789012/sm-magics/fraud/params/5d1c....json'
@@ -245,20 +286,51 @@ def upload_params(aws, container: str, doc: dict[str, Any]) -> str:
         s3.head_object(Bucket=bucket, Key=key, ExpectedBucketOwner=owner)
         return uri
     except ClientError as exc:
+        # S3 answers 403, not 404, for a missing key to a caller without s3:ListBucket.
+        # Taken as absent: the write below never replaces an object that is there.
+        if not (_is_missing(exc) or _is_denied(exc)):
+            raise
+    for attempt in range(_CONFLICT_ATTEMPTS):
+        try:
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+                ContentMD5=_b64(hashlib.md5(body).digest()), ChecksumSHA256=_b64(digest.digest()),
+                Metadata={"sha256": digest.hexdigest()}, IfNoneMatch="*",
+                ExpectedBucketOwner=owner, **encryption,
+            )
+            return uri
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in ("PreconditionFailed", "412"):
+                break  # the key exists: another run wrote it first
+            if code not in ("ConditionalRequestConflict", "409"):
+                raise
+            # A write to the same key raced this one: "On a 409 failure you should retry
+            # the upload" (S3 API Reference, PutObject, If-None-Match).
+            time.sleep(0.2 * 2 ** attempt)
+    _check_stored(s3, bucket, key, owner, body, answered=code)
+    return uri
+
+
+def _check_stored(s3, bucket: str, key: str, owner: str, body: bytes, answered: str) -> None:
+    """Raise :class:`RemoteFailure` unless the object at ``key`` holds ``body``.
+
+    ``answered`` is the error code S3 gave the write that did not happen.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        stored = s3.get_object(Bucket=bucket, Key=key, ExpectedBucketOwner=owner)["Body"].read()
+    except ClientError as exc:
         if not _is_missing(exc):
             raise
-    try:
-        s3.put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType="application/json",
-            ContentMD5=_b64(hashlib.md5(body).digest()), ChecksumSHA256=_b64(digest.digest()),
-            Metadata={"sha256": digest.hexdigest()}, IfNoneMatch="*",
-            ExpectedBucketOwner=owner, **encryption,
-        )
-    except ClientError as exc:
-        # Another run wrote the same document first: the content is the same.
-        if _error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise
-    return uri
+        stored = None
+    if stored != body:
+        raise RemoteFailure(
+            f"S3 did not store the parameters at s3://{bucket}/{key}",
+            reason=f"S3 answered {answered} to the write, and the object is "
+                   + ("missing" if stored is None else "there with other content"),
+            hint="No job was started. Run the cell again.")
 
 
 def read_params(aws, uri: str) -> dict[str, Any]:
@@ -396,7 +468,8 @@ def sync_dir(
 
     A file is uploaded only when no object with its SHA-256 is at its key;
     objects under the prefix with no local file are deleted, so the channel
-    is what the directory is. Uploads run on ``workers`` threads;
+    is what the directory is; keys that S3 refuses to delete are named in a
+    :class:`RemoteFailure` once everything else is done. Uploads run on ``workers`` threads;
     ``progress(bytes_done, bytes_total)`` is called as bytes go out. Files in
     ``.git``, ``__pycache__`` and ``.ipynb_checkpoints`` are left out. The
     default bucket is created first when the URI is in it (:func:`ensure_bucket`).
@@ -450,17 +523,29 @@ def sync_dir(
             to_upload.append(rel)
 
     stale = sorted(key for key in remote if key[len(prefix):] not in state)
+    refused: list[dict] = []
     try:
         _upload_all(s3, bucket, prefix, owner, local, state, to_upload, result, progress, workers,
                     encryption)
         for start in range(0, len(stale), 1000):
             batch = stale[start:start + 1000]
-            s3.delete_objects(Bucket=bucket, ExpectedBucketOwner=owner, Delete={
+            answer = s3.delete_objects(Bucket=bucket, ExpectedBucketOwner=owner, Delete={
                 "Objects": [{"Key": key} for key in batch], "Quiet": True})
-            result.deleted += [key[len(prefix):] for key in batch]
+            errors = answer.get("Errors", [])  # per key, in an answer that is a success
+            refused += errors
+            kept = {error["Key"] for error in errors}
+            result.deleted += [key[len(prefix):] for key in batch if key not in kept]
     finally:
         manifest.save(identity, {rel: e for rel, e in state.items() if e["uploaded_sha256"]})
     result.requests = counter.count
+    if refused:
+        raise RemoteFailure(
+            f"S3 did not delete {len(refused)} of {len(stale)} objects under "
+            f"s3://{bucket}/{prefix} that {root} no longer has",
+            reason="; ".join(f"{e['Key']}: {e.get('Code')} ({e.get('Message')})"
+                             for e in refused),
+            hint="Every other file is synced. A job would still read these objects: delete "
+                 "them, or run the cell again.")
     return result
 
 

@@ -92,6 +92,15 @@ class Session:
             self.local_engines[key] = LocalJobs(aws)
         return self.local_engines[key]
 
+    def local_runs(self, aws) -> list[TrainingRun]:
+        """This session's ``--local`` runs where ``aws`` points (SageMaker does not list them).
+
+        >>> [run.name for run in session.local_runs(aws)]   # doctest: +SKIP
+        ['fraud-20261124-101500-ab12']
+        """
+        return [run for run in self.runs.values()
+                if run.jobs.local and place(run.aws.settings) == place(aws.settings)]
+
     def params_changed(self, container: str, params: Mapping[str, Any]) -> Table | None:
         """What changed since the previous run of ``container``, or ``None`` (no run, no change).
 

@@ -13,30 +13,36 @@ Example::
 from __future__ import annotations
 
 import ast
+import contextlib
+import difflib
+import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import params as params_mod
+from . import service_rules
 from .config import clean_value
 from .errors import RemoteFailure, usage_error
 from .runtime import metric_regex
+from .s3uri import split_s3_uri
 
-__all__ = ["JobPlan", "TrainOptions", "check_job_name", "job_name", "logged_metric_names",
-           "parse_duration", "plan", "start"]
+__all__ = ["JobPlan", "TrainOptions", "check_job_name", "check_request", "job_name",
+           "logged_metric_names", "notebook_tag", "parse_duration", "plan", "start"]
 
-_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
-_CHANNEL = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
-_TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
-_ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
 _REPOSITORY = re.compile(r"^[^/]+/(.+?)(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
 DEFAULT_MAX_RUN = 24 * 3600
 RESERVED_CHANNEL = "params"
+NOTEBOOK_TAG = "sm-magics:notebook"
+# What stands for values that exist only once start() runs, while the request is checked:
+# an account id (the default bucket's name keeps its length) and a role.
+_PLACEHOLDER_ACCOUNT = "000000000000"
+_PLACEHOLDER_ROLE = f"arn:aws:iam::{_PLACEHOLDER_ACCOUNT}:role/sm-magics-placeholder"
 
 
 # ---------------------------------------------------------------- names and values
@@ -48,15 +54,19 @@ def job_name(base: str, now: datetime | None = None) -> str:
     >>> job_name("fraud_model", datetime(2026, 11, 24, 10, 15, 0))[:-4]
     'fraud-model-20261124-101500-'
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     cleaned = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-") or "job"
     cleaned = re.sub(r"-{2,}", "-", cleaned)[:42].rstrip("-")
     return f"{cleaned}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def check_job_name(name: str, where: str = "--job-name") -> str:
-    """``name`` when the API accepts it as a training-job name, else a UsageError."""
-    if _JOB_NAME.match(name):
+    """``name`` when the API accepts it as a training-job name, else a UsageError.
+
+    >>> check_job_name("fraud-20261124-101500-ab12")
+    'fraud-20261124-101500-ab12'
+    """
+    if not service_rules.check_value("sagemaker", "TrainingJobName", name):
         return name
     raise usage_error(
         f"{where}: '{name}' is not a valid training-job name: use 1 to 63 letters, digits "
@@ -176,11 +186,23 @@ class JobPlan:
     image: Any = None
 
 
-def _pairs(items: Sequence[str], flag: str, key_pattern: re.Pattern, what: str) -> dict[str, str]:
+def notebook_tag(path: str) -> str:
+    """The notebook's path as a tag value SageMaker takes (its pattern and length).
+
+    Characters the TagValue pattern refuses become ``_``; a long path keeps its end.
+
+    >>> notebook_tag("work/Untitled (1).ipynb")
+    'work/Untitled _1_.ipynb'
+    """
+    return service_rules.fit("sagemaker", "TagValue", path)
+
+
+def _pairs(items: Sequence[str], flag: str, what: str) -> dict[str, str]:
+    """``KEY=VALUE`` items as a dict; the keys and values are checked with the request."""
     found: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key_pattern.match(key):
+        if not sep or not key:
             raise usage_error(f"{flag} {item}: write {what}=VALUE, e.g. `{flag} "
                               f"{'MODE=fast' if flag == '--env' else 'team=fraud'}`.")
         found[key] = value
@@ -201,7 +223,10 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
     """Check every option and resolve the parameters; raise a UsageError on the first problem.
 
     ``images`` maps container names to their latest ``ContainerImage``; ``sets``
-    are the session's parameter sets. Nothing is created in AWS.
+    are the session's parameter sets. The ``CreateTrainingJob`` request the job
+    will send is checked against SageMaker's model (:func:`check_request`), so
+    what AWS would refuse after the uploads is refused here. Nothing is created
+    in AWS.
     """
     settings = aws.settings
     target = options.target
@@ -251,14 +276,12 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
             "the time spent waiting for spot capacity.")
     keep_alive = parse_duration(options.keep_alive, "--keep-alive") if options.keep_alive \
         else None
-    if keep_alive is not None and keep_alive > 3600:
-        raise usage_error("--keep-alive: a warm pool is kept at most 1 hour (3600 seconds).")
 
     local_inputs: dict[str, Path] = {}
     s3_inputs: dict[str, str] = {}
     for item in options.inputs:
         channel, sep, where = item.partition("=")
-        if not sep or not _CHANNEL.match(channel) or not where:
+        if not sep or not channel or not where:
             raise usage_error(
                 f"--input {item}: write CHANNEL=PATH or CHANNEL=s3://bucket/prefix, e.g. "
                 "`--input train=data/train`.")
@@ -268,18 +291,20 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
         if channel in local_inputs or channel in s3_inputs:
             raise usage_error(f"--input: the channel '{channel}' is given twice.")
         if where.startswith("s3://"):
+            _check_s3_input(item, where)
             s3_inputs[channel] = where
         else:
             path = Path(where).expanduser()
             if not path.exists():
                 raise usage_error(f"--input {item}: there is no file or folder '{where}' "
                                   f"(working directory: {Path.cwd()}).")
+            _check_local_input(item, path)
             local_inputs[channel] = path
     if options.output is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
                                                    options.output):
         raise usage_error(f"--output: '{options.output}' is not an S3 URI (s3://bucket/prefix).")
 
-    env = _pairs(options.env, "--env", _ENV_KEY, "NAME")
+    env = _pairs(options.env, "--env", "NAME")
     from .recipe import CREDENTIAL_VARIABLES
 
     leaked = sorted(k for k in env if k.upper() in CREDENTIAL_VARIABLES)
@@ -288,8 +313,11 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
             f"--env {leaked[0]}=...: AWS credentials do not belong in a job's environment, where "
             "anyone who can describe the job reads them. The job gets credentials from its "
             "execution role; leave them out.")
-    tags = _pairs(options.tags, "--tag", _TAG_KEY, "KEY")
-    definitions = [{"Name": n, "Regex": metric_regex(n)} for n in logged_metric_names(source)]
+    tags = _pairs(options.tags, "--tag", "KEY")
+    definitions = []
+    for logged in logged_metric_names(source):
+        with contextlib.suppress(ValueError):  # a name the metric line cannot carry is not shown
+            definitions.append({"Name": logged, "Regex": metric_regex(logged)})
     for item in options.metrics:
         name, sep, regex = item.partition("=")
         if not sep or not name or not regex:
@@ -303,17 +331,12 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
                               "one capture group around the value.") from None
         definitions = [d for d in definitions if d["Name"] != name]
         definitions.append({"Name": name, "Regex": regex})
-    if len(definitions) > 40:
-        raise usage_error("%sm_train: SageMaker takes at most 40 metric definitions.")
 
     role = settings.role
     if options.local and not role:
         role = f"arn:aws:iam::{aws.account}:role/sm-magics-local"  # required, not used locally
     if not role:
-        raise usage_error(
-            "No execution role for the training job. Give one with `%sm_config --role "
-            "arn:aws:iam::<account>:role/<SageMakerExecutionRole>` (or run in SageMaker Studio, "
-            "or `%sm_sandbox start` to work offline).")
+        role = (aws.role or (None, None))[0]  # found on the platform, or the caller's role
     name = check_job_name(options.job_name) if options.job_name else job_name(container)
 
     all_tags = {"sm-magics:container": container,
@@ -321,19 +344,200 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
     if digest:
         all_tags["sm-magics:image-digest"] = digest
     if options.notebook:
-        all_tags["sm-magics:notebook"] = options.notebook[-256:]
+        all_tags[NOTEBOOK_TAG] = notebook_tag(options.notebook)
     all_tags.update(tags)
-    if len(all_tags) > 50:
-        raise usage_error("--tag: a training job takes at most 50 tags.")
 
-    return JobPlan(
+    job = JobPlan(
         name=name, container=container, image_uri=image_uri, image_digest=digest,
         params=resolved, local_inputs=local_inputs, s3_inputs=s3_inputs, output=options.output,
         instance_type=instance_type, instance_count=options.instance_count,
         volume_size=options.volume_size, max_run=max_run, max_wait=max_wait,
         keep_alive=keep_alive, spot=options.spot, env=env, tags=all_tags,
-        metric_definitions=definitions, role=role, image=image,
+        metric_definitions=definitions, role=role or "", image=image,
     )
+    check_request(aws, job, options)
+    if not role:
+        raise usage_error(
+            "No execution role for the training job. Give one with `%sm_config --role "
+            "arn:aws:iam::<account>:role/<SageMakerExecutionRole>` (or run in SageMaker Studio, "
+            "or `%sm_sandbox start` to work offline).")
+    return job
+
+
+def _check_s3_input(item: str, uri: str) -> None:
+    """An ``--input CHANNEL=s3://…`` whose URI S3 can be asked about (it is read in start)."""
+    from botocore.handlers import VALID_BUCKET, VALID_S3_ARN
+
+    try:
+        bucket, _ = split_s3_uri(uri)
+    except ValueError:
+        raise usage_error(f"--input {item}: the S3 URI names no bucket. Write "
+                          "CHANNEL=s3://BUCKET/PREFIX, e.g. `--input train=s3://my-bucket/data/`."
+                          ) from None
+    if not (VALID_BUCKET.search(bucket) or VALID_S3_ARN.search(bucket)):
+        raise usage_error(f"--input {item}: '{bucket}' is not an S3 bucket name.")
+
+
+def _check_local_input(item: str, path: Path) -> None:
+    """An ``--input CHANNEL=PATH`` that syncs at least one file, every one readable.
+
+    SageMaker refuses a channel with no objects; an unreadable file would stop the
+    sync half-way.
+    """
+    from .s3 import _local_files  # the sync's own choice of files
+
+    files = _local_files(path)
+    if not files:
+        raise usage_error(f"--input {item}: there are no files in '{path}' to upload, and "
+                          "SageMaker refuses a channel with no objects.")
+    unreadable = next((p for p in files.values() if not os.access(p, os.R_OK)), None)
+    if unreadable is not None:
+        raise usage_error(f"--input {item}: {unreadable} cannot be read (permission denied).")
+
+
+# ---------------------------------------------------------------- the request, checked
+
+# How a message names what a model shape holds.
+_NOUNS = {
+    "TagKey": "tag keys", "TagValue": "tag values", "TagList": "tags",
+    "TrainingEnvironmentKey": "environment variable names",
+    "TrainingEnvironmentValue": "environment values", "TrainingEnvironmentMap":
+    "environment variables", "HyperParameterKey": "hyperparameter names",
+    "HyperParameterValue": "hyperparameter values", "HyperParameters": "hyperparameters",
+    "MetricName": "metric names", "MetricRegex": "metric regexes",
+    "MetricDefinitionList": "metric definitions", "ChannelName": "channel names",
+    "InputDataConfig": "input channels", "S3Uri": "S3 URIs",
+    "TrainingJobName": "training-job names", "AlgorithmImage": "image URIs",
+    "RoleArn": "role ARNs", "TrainingInstanceType": "instance types",
+}
+# What a count of entries includes besides the user's own.
+_INCLUDED = {"InputDataConfig": ", the params channel included",
+             "TagList": ", the sm-magics:... tags included"}
+_FLAGS = {
+    ("TrainingJobName",): "--job-name", ("RoleArn",): "the execution role",
+    ("ResourceConfig", "InstanceType"): "--instance-type",
+    ("ResourceConfig", "InstanceCount"): "--instance-count",
+    ("ResourceConfig", "VolumeSizeInGB"): "--volume-size",
+    ("ResourceConfig", "KeepAlivePeriodInSeconds"): "--keep-alive",
+    ("StoppingCondition", "MaxRuntimeInSeconds"): "--max-run",
+    ("StoppingCondition", "MaxWaitTimeInSeconds"): "--max-wait",
+    ("Tags",): "--tag", ("Environment",): "--env", ("HyperParameters",): "--hp",
+    ("InputDataConfig",): "--input", ("AlgorithmSpecification", "MetricDefinitions"): "--metric",
+}
+
+
+def _output_uri(job: JobPlan, bucket: str, prefix: str | None) -> str:
+    """Where the model goes: ``--output``, else the container's folder in the session bucket."""
+    return job.output or f"s3://{bucket}/{prefix}/{job.container}/output"
+
+
+def _planned_uris(aws, job: JobPlan) -> tuple[str, dict[str, str], str]:
+    """The S3 URIs :func:`start` will send, before anything exists and without asking AWS.
+
+    A default bucket's account id is zeroed (every account id has 12 digits) and
+    the parameters' URI is stood in for by a sibling of the same bucket and prefix.
+    """
+    from types import SimpleNamespace
+
+    from . import s3
+
+    settings = aws.settings
+    place = SimpleNamespace(settings=settings, bucket=settings.bucket or settings.with_bucket(
+        _PLACEHOLDER_ACCOUNT).bucket)
+    inputs = dict(job.s3_inputs)
+    inputs.update({channel: s3.input_uri(place, job.container, channel)
+                   for channel in job.local_inputs})
+    params_uri = s3.input_uri(place, job.container, RESERVED_CHANNEL)
+    return params_uri, inputs, _output_uri(job, place.bucket, settings.prefix)
+
+
+def check_request(aws, job: JobPlan, options: TrainOptions) -> dict:
+    """The ``CreateTrainingJob`` request of ``job``, checked as SageMaker will check it.
+
+    Nothing is sent: the S3 URIs of what :func:`start` uploads are computed (see
+    :func:`_planned_uris`) and a missing role is stood in for. A broken rule of
+    the service model (:mod:`.service_rules`) is a ``UsageError`` that names the
+    option its value came from.
+
+    >>> check_request(aws, plan_of("--tag team=a,b"), options)
+    Traceback (most recent call last):
+    UsageError: --tag team=a,b: SageMaker tag values may hold letters, digits, spaces and ...
+    """
+    params_uri, inputs, output = _planned_uris(aws, job)
+    request = create_request(replace(job, role=job.role or _PLACEHOLDER_ROLE), params_uri,
+                             inputs, output)
+    found = service_rules.check("sagemaker", "CreateTrainingJob", request)
+    if found:
+        broken = found[0]
+        raise usage_error(f"{_origin(broken.members, request, options)}: {_explain(broken)}")
+    return request
+
+
+def _given(items: Sequence[str], key: str) -> str | None:
+    """The last ``KEY=…`` item of an option whose key is ``key`` (the one that counts)."""
+    return next((item for item in reversed(items) if item.partition("=")[0] == key), None)
+
+
+def _origin(members: tuple, request: dict, options: TrainOptions) -> str:
+    """The option (or setting, or code) that the request's value at ``members`` came from."""
+    head, rest = members[0], members[1:]
+    if head == "Tags" and rest:
+        key = request["Tags"][rest[0]]["Key"]
+        item = _given(options.tags, key)
+        if item is not None:
+            return f"--tag {item}"
+        return "the notebook's path (tag sm-magics:notebook)" if key == NOTEBOOK_TAG else \
+            f"%sm_train (tag {key})"
+    if head == "Environment" and rest:
+        return f"--env {rest[0]}=..."
+    if head == "HyperParameters" and rest:
+        item = _given(options.hp, rest[0])
+        return f"--hp {item}" if item is not None else f"the parameter {rest[0]}"
+    if head == "InputDataConfig" and rest:
+        channel = request["InputDataConfig"][rest[0]]["ChannelName"]
+        item = next((i for i in options.inputs if i.partition("=")[0] == channel), None)
+        return f"--input {item}" if item is not None else "%sm_train (the params channel)"
+    if members[:2] == ("AlgorithmSpecification", "MetricDefinitions") and len(members) > 2:
+        name = request["AlgorithmSpecification"]["MetricDefinitions"][members[2]]["Name"]
+        item = next((i for i in options.metrics if i.partition("=")[0] == name), None)
+        return f"--metric {item}" if item is not None else \
+            f"log_metric(\"{name}\", ...) in the container cell"
+    if members[:2] == ("AlgorithmSpecification", "TrainingImage"):
+        return f"%sm_train {options.target}"
+    if head in ("OutputDataConfig", "CheckpointConfig"):
+        return "--output" if options.output else "the bucket and prefix settings"
+    for length in (2, 1):
+        if members[:length] in _FLAGS:
+            return _FLAGS[members[:length]]
+    return "%sm_train"
+
+
+def _explain(broken: service_rules.Violation) -> str:
+    """What SageMaker's rule says, as a sentence about the value that breaks it."""
+    noun = _NOUNS.get(broken.shape, f"values of {broken.shape}")
+    rule, limit, value = broken.rule, broken.limit, broken.value
+    if rule in ("min_length", "max_length"):
+        bound = "at least" if rule == "min_length" else "at most"
+        if isinstance(value, str):
+            unit = "character" if limit == 1 else "characters"
+            return f"SageMaker takes {noun} of {bound} {limit} {unit} ({len(value)} given)."
+        return (f"SageMaker takes {bound} {limit} {noun} "
+                f"({len(value)} given{_INCLUDED.get(broken.shape, '')}).")
+    if rule == "pattern":
+        characters = service_rules.character_rule(limit)
+        if characters is not None:
+            refused = ", ".join(f"'{service_rules.shown_character(c)}'"
+                                for c in characters.refused(value))
+            return (f"SageMaker {noun} may hold {characters.describe()} only"
+                    + (f" (not {refused})." if refused else "."))
+        return f"SageMaker {noun} must match the pattern {limit}."
+    if rule == "enum":
+        close = difflib.get_close_matches(value, limit, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "."
+        return f"'{value}' is not one of SageMaker's {noun}{hint}"
+    if rule in ("min", "max"):
+        return f"SageMaker takes {noun} of {'at least' if rule == 'min' else 'at most'} {limit}."
+    return f"sm-magics built a request SageMaker refuses ({broken.message}); please report it."
 
 
 def _channel(name: str, uri: str, content_type: str | None = None) -> dict:
@@ -379,24 +583,23 @@ def create_request(job: JobPlan, params_uri: str, inputs: Mapping[str, str],
 
 
 def upload_inputs(aws, job: JobPlan, progress=None) -> tuple[str, dict[str, str], str]:
-    """Upload the parameters, sync local inputs, check S3 inputs; return their URIs.
+    """Check S3 inputs, then upload the parameters and sync local inputs; return their URIs.
 
+    The checks only read, so a missing S3 input leaves nothing written.
     ``progress(channel)`` returns the ``(bytes_done, bytes_total)`` callback of
     one channel's upload.
     """
     from . import s3
 
-    params_uri = s3.upload_params(aws, job.container, job.params)
     inputs = dict(job.s3_inputs)
     for uri in inputs.values():
         s3.check_s3_uri_exists(aws, uri)
+    params_uri = s3.upload_params(aws, job.container, job.params)
     for channel, path in job.local_inputs.items():
         target = s3.input_uri(aws, job.container, channel)
         s3.sync_dir(aws, path, target, progress=progress(channel) if progress else None)
         inputs[channel] = target
-    bucket = s3.ensure_bucket(aws)
-    output = job.output or f"s3://{bucket}/{aws.settings.prefix}/{job.container}/output"
-    return params_uri, inputs, output
+    return params_uri, inputs, _output_uri(job, s3.ensure_bucket(aws), aws.settings.prefix)
 
 
 def _created_by(sagemaker, request: dict) -> bool:

@@ -24,8 +24,12 @@ from .jobstate import JobSnapshot, clean_line, metric_point, seconds
 
 __all__ = ["JobWatcher", "SageMakerJobs"]
 
-_LOGGING_PHASES = ("Training", "Uploading", "Completed", "Failed", "Stopped", "Stopping",
-                   "MaxRuntimeExceeded", "Interrupted")
+# Secondary statuses before the training container runs, when a job has written no log
+# yet. Every other one may have written some (Training, Uploading, Restarting, Interrupted,
+# MaxWaitTimeExceeded, the end states...), and SageMaker says that "valid values for
+# SecondaryStatus are subject to change" (DescribeTrainingJob): an unknown one is read.
+_BEFORE_THE_CONTAINER = ("Pending", "Starting", "LaunchingMLInstances", "PreparingTrainingStack",
+                         "Downloading", "DownloadingTrainingImage")
 
 
 class SageMakerJobs:
@@ -106,7 +110,9 @@ class JobWatcher:
     def refresh(self, describe: bool = True) -> bool:
         """One round: describe the job (when asked) and read new log lines.
 
-        Logs are read only once the job has reached a phase that writes them.
+        Logs are read once the job's container has run (not while it starts or
+        downloads), to their end once the job ended; each start of the container
+        (a restart, a resumed spot job) means one new stream per instance.
         Returns True when something changed.
         """
         with self._lock:
@@ -116,12 +122,13 @@ class JobWatcher:
                 described = self.jobs.describe(self.name)
                 self._described = True
                 changed = self._apply(described)
-                self._logs.instance_count = described.get("ResourceConfig", {}).get(
-                    "InstanceCount", 1)
-            if self.snapshot.secondary not in _LOGGING_PHASES:
+                starts = sum(t["Status"] == "Training" for t in self.snapshot.transitions)
+                self._logs.streams_expected = described.get("ResourceConfig", {}).get(
+                    "InstanceCount", 1) * max(1, starts)
+            if self.snapshot.secondary in _BEFORE_THE_CONTAINER:
                 return changed
             before = self._logs.requests
-            lines = self._logs.poll()
+            lines = self._logs.poll(to_end=self.snapshot.done)
             self.requests += self._logs.requests - before
             if lines:
                 changed = True
@@ -195,7 +202,6 @@ class JobWatcher:
                 delay = self.interval
             else:
                 delay = min(delay * 1.5, self.max_interval)
-            if self.snapshot.done:
-                self.refresh(describe=False)  # the last lines written before the end
+            if self.snapshot.done:  # the round that saw the end read the log to its end
                 return
             self._stop.wait(delay)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import threading
 import uuid
@@ -37,23 +36,19 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .account import EXECUTION_ROLE, SERVICE_KEY
+from .authorization import signing_service
 from .protocol import CONTENT_TYPE, WSGIApp, json_handlers
 
 if TYPE_CHECKING:
+    from .ecr_api import RegistryImages
+    from .iam_api import PolicySimulator
     from .training_api import TrainingJobApi
 
 __all__ = ["FAULTS_PATH", "Faults", "Gateway", "main"]
 
 FAULTS_PATH = "/_sm_magics/faults"
-_SIGNING_SERVICE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
-
-
-def _service_of(environ: dict[str, Any]) -> str:
-    """The AWS service a request is for: its SigV4 signing name (``s3``, ``sagemaker``...)."""
-    signed = environ.get("HTTP_AUTHORIZATION", "") or environ.get("QUERY_STRING", "").replace(
-        "%2F", "/").replace("X-Amz-Credential=", "Credential=")
-    match = _SIGNING_SERVICE.search(signed)
-    return match.group(1) if match else ""
+_service_of = signing_service  # the AWS service a request is for (``s3``, ``sagemaker``...)
 
 
 def _respond(start_response: Callable, status: int, body: bytes, content_type: str,
@@ -162,12 +157,15 @@ class Gateway:
     """A WSGI application: own handlers by ``X-Amz-Target``, moto for the rest.
 
     Requests matching an armed rule of ``faults`` fail before reaching either.
+    ``authorize(environ, start_response)``, when set, sees every other request
+    first and answers the ones it refuses (:meth:`.authorization.Authorizer.gateway_check`).
     """
 
     def __init__(self, fallback: WSGIApp, handlers: Mapping[str, WSGIApp] | None = None) -> None:
         self.fallback = fallback
         self.handlers = dict(handlers or {})
         self.faults = Faults()
+        self.authorize: Callable[[dict[str, Any], Callable], Iterable[bytes] | None] | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == FAULTS_PATH:
@@ -191,37 +189,76 @@ class Gateway:
         return self._route(environ, start_response)
 
     def _route(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if self.authorize is not None:
+            refused = self.authorize(environ, start_response)
+            if refused is not None:
+                return refused
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         handler = self.handlers.get(target, self.fallback)
         return handler(environ, start_response)
 
 
-def build_app(training: TrainingJobApi | None = None) -> Gateway:
+def build_app(training: TrainingJobApi | None = None, images: RegistryImages | None = None,
+              simulator: PolicySimulator | None = None, endpoint: str | None = None) -> Gateway:
     """moto's server application wrapped in a :class:`Gateway`.
 
     With ``training``, the training-job API is answered by it (jobs really run).
+    ``GetLogEvents`` pages as AWS may page it (:mod:`.logs_api`).
+    With ``images``, ECR's image operations are answered from the registry
+    (:mod:`.ecr_api`); with ``simulator``, IAM's ``SimulatePrincipalPolicy``
+    (:mod:`.iam_api`). What moto does not implement is an AWS error, never an HTML
+    page (:mod:`.unimplemented`). Every JSON-protocol request moto answers is checked
+    against its service model first (:class:`.validation.ValidatedJsonRequests`), and
+    with the sandbox's own ``endpoint``, new S3 buckets get AWS's defaults
+    (:mod:`.s3_defaults`).
     """
     from moto.server import DomainDispatcherApplication, create_backend_app
 
-    moto_app = DomainDispatcherApplication(create_backend_app)
-    handlers = None
+    from .logs_api import logs_handlers
+    from .unimplemented import AnswerUnimplemented
+    from .validation import ValidatedJsonRequests
+
+    moto_app = AnswerUnimplemented(DomainDispatcherApplication(create_backend_app), _service_of)
+    if endpoint is not None:
+        from .s3_defaults import NewBucketDefaults
+
+        moto_app = NewBucketDefaults(moto_app, endpoint)
+    moto_app = ValidatedJsonRequests(moto_app)
+    handlers = logs_handlers(moto_app)
     if training is not None:
         from .training_api import OPERATIONS
 
-        handlers = json_handlers("SageMaker", OPERATIONS, training.handle, fallback=moto_app)
-    return Gateway(moto_app, handlers)
+        handlers.update(json_handlers("SageMaker", OPERATIONS, training.handle,
+                                      fallback=moto_app))
+    if images is not None:
+        from .ecr_api import OPERATIONS as IMAGE_OPERATIONS
+        from .ecr_api import TARGET_PREFIX
+
+        handlers.update(json_handlers(TARGET_PREFIX, IMAGE_OPERATIONS, images.handle,
+                                      fallback=moto_app))
+    fallback = moto_app
+    if simulator is not None:
+        from .iam_api import QueryActions
+
+        fallback = QueryActions(moto_app, "iam", simulator.handlers(), service_of=_service_of)
+    return Gateway(fallback, handlers)
 
 
-SEED_ROLE = "SageMakerExecutionRole"
+SEED_ROLE = EXECUTION_ROLE
 
 
 def seed(endpoint: str) -> str:
-    """Create what a fresh AWS account has for SageMaker: the execution role. Returns its ARN."""
+    """Create what a fresh AWS account has for SageMaker: the execution role. Returns its ARN.
+
+    The role has the statements of AmazonSageMakerFullAccess (:mod:`.iam_api`).
+    """
     import boto3
+
+    from .iam_api import attach_default_policy
 
     iam = boto3.session.Session().client(
         "iam", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="sandbox", aws_secret_access_key="sandbox",
+        aws_access_key_id=SERVICE_KEY, aws_secret_access_key=SERVICE_KEY,
     )
     trust = {
         "Version": "2012-10-17",
@@ -230,6 +267,7 @@ def seed(endpoint: str) -> str:
     }
     role = iam.create_role(RoleName=SEED_ROLE, AssumeRolePolicyDocument=json.dumps(trust),
                            Description="Execution role of sandbox training jobs")
+    attach_default_policy(iam, SEED_ROLE)
     return role["Role"]["Arn"]
 
 
@@ -242,16 +280,27 @@ def main(argv: list[str] | None = None) -> None:
                         help="The sandbox home, where training-job records are kept.")
     parser.add_argument("--max-jobs", type=int, default=2,
                         help="How many training jobs run at once.")
+    parser.add_argument("--policy", help="An IAM policy file the notebook's requests are held "
+                        "to (default: all allowed); every authorization is recorded either way.")
     args = parser.parse_args(argv)
 
     from moto.server import MotoRequestHandler
     from werkzeug.serving import make_server
 
+    from .ecr_api import RegistryImages
+    from .iam_api import PolicySimulator
     from .training_api import TrainingJobApi
 
-    training = TrainingJobApi.for_endpoint(f"http://127.0.0.1:{args.port}", args.home,
-                                           max_concurrent=args.max_jobs)
-    server = make_server("127.0.0.1", args.port, build_app(training), threaded=True,
+    endpoint = f"http://127.0.0.1:{args.port}"
+    training = TrainingJobApi.for_endpoint(endpoint, args.home, max_concurrent=args.max_jobs)
+    app = build_app(training, images=RegistryImages.for_endpoint(endpoint, args.home),
+                    simulator=PolicySimulator.for_endpoint(endpoint), endpoint=endpoint)
+    from .authorization import Authorizer, record_path
+    from .policy import Policy
+
+    app.authorize = Authorizer(record_path(args.home),
+                               Policy.load(args.policy) if args.policy else None).gateway_check
+    server = make_server("127.0.0.1", args.port, app, threaded=True,
                          request_handler=MotoRequestHandler)
 
     def stop(*_: Any) -> None:

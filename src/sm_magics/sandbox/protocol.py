@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["ApiError", "NotHandled", "json_handlers"]
+__all__ = ["ApiError", "NotHandled", "error_answer", "json_handlers"]
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
@@ -65,19 +65,28 @@ def _app(operation: str, handle: Callable[[str, dict], dict], fallback: WSGIApp)
             except ValueError:
                 raise ApiError("SerializationException",
                                "The request body is not valid JSON.") from None
-            status, answer = "200 OK", handle(operation, request)
+            answer = handle(operation, request)
         except NotHandled:
             environ["wsgi.input"] = io.BytesIO(body)
             return fallback(environ, start_response)
         except ApiError as exc:
-            status = f"{exc.status} {'Bad Request' if exc.status == 400 else 'Error'}"
-            answer = {"__type": exc.code, "message": exc.message}
-        payload = json.dumps(answer).encode()
-        headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(payload))),
-                   ("x-amzn-RequestId", str(uuid.uuid4()))]
-        if "__type" in answer:
-            headers.append(("x-amzn-ErrorType", answer["__type"]))
-        start_response(status, headers)
-        return [payload]
+            return error_answer(exc, start_response)
+        return _answer("200 OK", answer, start_response)
 
     return app
+
+
+def error_answer(exc: ApiError, start_response: Callable) -> list[bytes]:
+    """``exc`` as the JSON protocol answers an error (``__type``, ``x-amzn-ErrorType``)."""
+    status = f"{exc.status} {'Bad Request' if exc.status == 400 else 'Error'}"
+    return _answer(status, {"__type": exc.code, "message": exc.message}, start_response)
+
+
+def _answer(status: str, answer: dict, start_response: Callable) -> list[bytes]:
+    payload = json.dumps(answer).encode()
+    headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(payload))),
+               ("x-amzn-RequestId", str(uuid.uuid4()))]
+    if "__type" in answer:
+        headers.append(("x-amzn-ErrorType", answer["__type"]))
+    start_response(status, headers)
+    return [payload]

@@ -17,6 +17,14 @@ The sandbox is a set of processes bound to 127.0.0.1 that stand in for AWS:
 The profile is ``Sandbox(profile=...)``, ``%sm_sandbox start --profile studio``,
 or ``SM_MAGICS_SANDBOX_PROFILE``; the default is ``plain``.
 
+Every authorization the notebook's requests need (IAM actions on resource
+ARNs, at the endpoint and at the registry) is recorded
+(:meth:`Sandbox.authorizations`, :mod:`.authorization`). With a policy,
+``Sandbox(policy=...)``, ``%sm_sandbox start --policy FILE`` or
+``SM_MAGICS_SANDBOX_POLICY`` (a JSON file, or ``AmazonSageMakerFullAccess``
+for the managed policy most notebooks run as), what it does not allow is
+refused as AWS refuses it.
+
 The processes are detached from the notebook kernel and recorded in
 ``state.json`` under the sandbox home (``SM_MAGICS_SANDBOX_HOME``, default
 ``~/.sm_magics/sandbox``), so a kernel restart or a second notebook finds
@@ -52,11 +60,11 @@ from ..config import SANDBOX_VARS
 from ..docker_engine import engine_problem, start_hint
 from ..errors import UsageError, usage_error
 from ..table import Table
+from .account import NOTEBOOK_KEY, SANDBOX_ACCOUNT, SANDBOX_REGION
+from .authorization import RECORD_NAME, read_record, record_path
 
 __all__ = ["SANDBOX_ACCOUNT", "SANDBOX_REGION", "Sandbox", "SandboxStatus", "temporary_sandbox"]
 
-SANDBOX_REGION = "us-east-1"
-SANDBOX_ACCOUNT = "123456789012"
 REGISTRY_IMAGE = "registry:2"
 REGISTRY_CONTAINER = "sm-magics-sandbox-registry"
 # Variables that would send requests elsewhere or pick other credentials while
@@ -69,6 +77,7 @@ PROFILES = ("plain", "studio")
 # names of the space the sandbox imitates.
 STUDIO_SPACE = {"SAGEMAKER_SPACE_NAME": "sandbox-space", "SAGEMAKER_APP_TYPE": "JupyterLab"}
 ENGINE_VAR = "SM_MAGICS_DOCKER_ENGINE"  # the real engine, behind the Studio stand-in
+REGISTRY_MARKER = "sm_magics.sandbox.registry_proxy"  # the registry's process (its front door)
 
 
 def real_engine() -> str | None:
@@ -148,6 +157,31 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
     _wait_until(lambda: not _pid_alive(pid, ""), 5)
 
 
+def _policy_source(policy: str | os.PathLike | None) -> str | None:
+    """``policy`` as the state file keeps it (a managed name, or an absolute path), checked."""
+    if not policy:
+        return None
+    from .policy import MANAGED_POLICIES, Policy, PolicyError
+
+    source = str(policy) if str(policy) in MANAGED_POLICIES else str(
+        Path(policy).expanduser().resolve())
+    try:
+        Policy.load(source)
+    except PolicyError as exc:
+        raise usage_error(f"The sandbox's --policy: {exc}.") from None
+    return source
+
+
+def _policy_file(source: str) -> Path:
+    from .policy import MANAGED_POLICIES
+
+    return MANAGED_POLICIES.get(source, Path(source))
+
+
+def _policy_words(source: str | None) -> str:
+    return f"the IAM policy {Path(source).name}" if source else "no IAM policy"
+
+
 @dataclass
 class ServiceStatus:
     """One service: what it is, whether it runs, and where."""
@@ -200,11 +234,13 @@ class Sandbox:
     """The sandbox's services under one home directory.
 
     ``max_jobs`` is how many training jobs run at once (the others wait in
-    ``Starting``, as on a SageMaker account at its instance quota).
+    ``Starting``, as on a SageMaker account at its instance quota). ``policy``
+    is an IAM policy the notebook's requests are held to: a JSON file, or the
+    name of a shipped managed policy (``AmazonSageMakerFullAccess``).
     """
 
     def __init__(self, home: Path | None = None, max_jobs: int = 2,
-                 profile: str | None = None) -> None:
+                 profile: str | None = None, policy: str | os.PathLike | None = None) -> None:
         self.home = home or sandbox_home()
         self.max_jobs = max_jobs
         # None: the running sandbox's profile, else plain (decided at start)
@@ -214,6 +250,8 @@ class Sandbox:
                               f"{', '.join(PROFILES)} (studio: SageMaker Studio's Docker rules).")
         self.state_file = self.home / "state.json"
         self.run_dir = self.home / "run"
+        # None: the running sandbox's policy, else none (decided at start)
+        self.policy = _policy_source(policy or os.environ.get("SM_MAGICS_SANDBOX_POLICY"))
 
     # ------------------------------------------------------------ state
 
@@ -238,7 +276,7 @@ class Sandbox:
 
     def _registry_alive(self, state: dict) -> bool:
         reg = state.get("registry", {})
-        if reg.get("kind") == "binary" and not _pid_alive(reg.get("pid"), "docker-registry"):
+        if not _pid_alive(reg.get("proxy_pid", reg.get("pid")), REGISTRY_MARKER):
             return False
         return _http_ok(f"http://127.0.0.1:{reg.get('port')}/v2/")
 
@@ -300,6 +338,12 @@ class Sandbox:
                 f"again with the {self.profile} profile.")
             self.stop()
             state = None
+        self.policy = self.policy or (state or {}).get("policy")
+        if state and state.get("policy") != self.policy:
+            log(f"The sandbox runs with {_policy_words(state.get('policy'))}; starting it again "
+                f"with {_policy_words(self.policy)}.")
+            self.stop()
+            state = None
         if state and self._api_alive(state):
             if self._registry_alive(state):
                 log("The sandbox is already running.")
@@ -310,8 +354,9 @@ class Sandbox:
             self.stop()
         self.preflight()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        record_path(self.home).touch()  # this run's record, empty until the first request
         state = {"started_at": time.time(), "region": SANDBOX_REGION, "profile": self.profile,
-                 "engine": real_engine()}
+                 "engine": real_engine(), "policy": self.policy}
         try:
             state["api"] = self._start_api(log)
             self._write_state(state)
@@ -333,13 +378,14 @@ class Sandbox:
         ready = self.run_dir / "api.ready"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.pop("DOCKER_HOST", None)
+        env.pop("SM_MAGICS_SANDBOX_POLICY", None)  # given as --policy, resolved here
         if real_engine():  # the jobs run on the engine itself, never behind a stand-in
             env["DOCKER_HOST"] = real_engine()
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sm_magics.sandbox.gateway", "--port", str(port),
                  "--ready-file", str(ready), "--home", str(self.home),
-                 "--max-jobs", str(self.max_jobs)],
+                 "--max-jobs", str(self.max_jobs), *self._policy_args()],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env, cwd=self.run_dir,
             )
@@ -357,6 +403,8 @@ class Sandbox:
     def _revive_registry(self, state: dict, log: Callable[[str], None]) -> SandboxStatus:
         """Start the registry again where it was, on its port and with its images."""
         dead = state["registry"]
+        with contextlib.suppress(OSError):  # what is left of the proxy's group holds the port
+            os.killpg(dead.get("proxy_pid", dead.get("pid")), signal.SIGKILL)
         if dead.get("kind") == "container":
             import docker
 
@@ -368,10 +416,20 @@ class Sandbox:
         return self.status()
 
     def _start_registry(self, log: Callable[[str], None], port: int | None = None) -> dict:
+        """The registry on an internal port, behind its proxy on ``port`` (the one reported).
+
+        The proxy (:mod:`.registry_proxy`) records what ECR would authorize; it
+        runs ``docker-registry`` as its child, so the two start and end as one.
+        """
         port = port or _free_port()
+        internal = _free_port()
         storage = self.run_dir / "registry"
         storage.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("docker-registry")
+        proxy = [sys.executable, "-m", REGISTRY_MARKER, "--port", str(port),
+                 "--upstream-port", str(internal), "--home", str(self.home),
+                 *self._policy_args()]
+        log_path = self.run_dir / "registry.log"
         if binary:
             config = self.run_dir / "registry.yml"
             config.write_text(
@@ -379,24 +437,25 @@ class Sandbox:
                 "log:\n  level: warn\n"
                 f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
                 "  delete:\n    enabled: true\n"
-                f"http:\n  addr: 127.0.0.1:{port}\n"
+                f"http:\n  addr: 127.0.0.1:{internal}\n"
             )
-            log_path = self.run_dir / "registry.log"
-            with open(log_path, "ab") as out:
-                process = subprocess.Popen(
-                    [binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                )
-            info = {"kind": "binary", "pid": process.pid, "port": port, "log": str(log_path)}
+            proxy += ["--", binary, "serve", str(config)]
+            info: dict = {"kind": "binary", "port": port, "log": str(log_path)}
         else:
             container = _engine().containers.run(
                 REGISTRY_IMAGE, detach=True, network_mode="host",
                 name=f"{REGISTRY_CONTAINER}-{port}",
-                environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+                environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{internal}",
                              "REGISTRY_STORAGE_DELETE_ENABLED": "true"},
                 volumes={str(storage): {"bind": "/var/lib/registry", "mode": "rw"}},
             )
-            info = {"kind": "container", "container": container.id, "port": port}
+            info = {"kind": "container", "container": container.id, "port": port,
+                    "log": str(log_path)}
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(proxy, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        info["pid" if binary else "proxy_pid"] = process.pid
+        info["internal_port"] = internal
         if not _wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/v2/")):
             raise usage_error(
                 f"The sandbox registry did not start on 127.0.0.1:{port}. "
@@ -404,6 +463,9 @@ class Sandbox:
             )
         log(f"Container registry on 127.0.0.1:{port}")
         return info
+
+    def _policy_args(self) -> list[str]:
+        return ["--policy", str(_policy_file(self.policy))] if self.policy else []
 
     def _start_studio_docker(self, log: Callable[[str], None], engine: str | None) -> dict:
         """The engine behind a Studio-like endpoint (a unix socket in the run folder)."""
@@ -446,8 +508,8 @@ class Sandbox:
         endpoint = f"http://127.0.0.1:{state['api']['port']}"
         env = {
             "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "sandbox",
-            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_ACCESS_KEY_ID": NOTEBOOK_KEY,
+            "AWS_SECRET_ACCESS_KEY": NOTEBOOK_KEY,
             "AWS_REGION": state["region"],
             "AWS_DEFAULT_REGION": state["region"],
             "SM_MAGICS_REGISTRY": f"127.0.0.1:{state['registry']['port']}",
@@ -550,9 +612,10 @@ class Sandbox:
         if _pid_alive(studio.get("pid"), "sm_magics.sandbox.studio_docker"):
             _terminate(studio["pid"])
         registry = state.get("registry", {})
-        if registry.get("kind") == "binary" and _pid_alive(registry.get("pid"), "docker-registry"):
-            _terminate(registry["pid"])
-        elif registry.get("kind") == "container":
+        front = registry.get("proxy_pid", registry.get("pid"))
+        if _pid_alive(front, REGISTRY_MARKER):
+            _terminate(front)  # with the docker-registry it runs, when it runs one
+        if registry.get("kind") == "container":
             import docker
 
             with contextlib.suppress(docker.errors.NotFound):
@@ -560,8 +623,25 @@ class Sandbox:
         if registry.get("port"):
             self._forget_registry_tags(f"127.0.0.1:{registry['port']}/")
         self.state_file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # kept for authorizations() once stopped
+            record_path(self.home).replace(self.home / RECORD_NAME)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.status()
+
+    def authorizations(self) -> list[dict]:
+        """Every authorization the notebook's requests needed, oldest first.
+
+        Each is a dict: ``action`` and ``resource`` (as IAM authorizes them, e.g.
+        ``ecr:PutImage`` on ``arn:aws:ecr:us-east-1:123456789012:repository/sagemaker-digits``),
+        ``allowed``, ``enforced`` (whether a policy decided), ``reason`` when denied,
+        ``request`` and ``when``. While the sandbox runs, those of this run; once it is
+        stopped, those of the run that stopped last.
+
+        >>> sorted({(a["action"], a["resource"]) for a in box.authorizations()})[:1]
+        [('ecr:BatchCheckLayerAvailability', 'arn:aws:ecr:us-east-1:123456789012:repository/...')]
+        """
+        running = record_path(self.home)
+        return read_record(running if running.exists() else self.home / RECORD_NAME)
 
     @staticmethod
     def _forget_registry_tags(prefix: str) -> None:
@@ -587,14 +667,17 @@ class Sandbox:
             "api", bool(api) and self._api_alive(state),
             f"http://127.0.0.1:{api['port']}" if api else "-",
             "S3, ECR, STS, IAM, CloudWatch Logs, SageMaker" + (
-                f" (pid {api['pid']})" if api else ""),
+                f" (pid {api['pid']})" if api else "") + (
+                f"; {_policy_words(state['policy'])} enforced"
+                if state.get("policy") else ""),
         ))
         reg = state.get("registry")
         status.services.append(ServiceStatus(
             "registry", bool(reg) and self._registry_alive(state),
             f"127.0.0.1:{reg['port']}" if reg else "-",
-            ("docker-registry" + f" (pid {reg['pid']})" if reg.get("kind") == "binary"
-             else f"{REGISTRY_IMAGE} container") if reg else "",
+            ("docker-registry" if reg.get("kind") == "binary" else f"{REGISTRY_IMAGE} container")
+            + " behind the ECR authorization proxy" + (
+                f" (pid {reg['pid']})" if reg.get("kind") == "binary" else "") if reg else "",
         ))
         engine = state.get("engine") or real_engine()
         problem = engine_problem(engine)
@@ -618,14 +701,16 @@ class Sandbox:
 
 @contextlib.contextmanager
 def temporary_sandbox(home: Path | None = None, log: Callable[[str], None] = lambda _: None,
-                      max_jobs: int = 2, profile: str | None = None) -> Iterator[Sandbox]:
+                      max_jobs: int = 2, profile: str | None = None,
+                      policy: str | None = None) -> Iterator[Sandbox]:
     """A sandbox of its own, with this process's environment pointed at it, for a while.
 
     For scripts, benchmarks and tests: starts the services under ``home`` (a new
     temporary folder by default), applies :meth:`Sandbox.environment` to
     ``os.environ``, and on exit restores the environment, stops the services
     and removes a temporary home. ``max_jobs`` training jobs run at once;
-    ``profile`` is ``plain`` or ``studio`` (see the module's docstring).
+    ``profile`` is ``plain`` or ``studio`` (see the module's docstring);
+    ``policy`` an IAM policy to enforce (see :class:`Sandbox`).
 
     >>> with temporary_sandbox() as box:
     ...     boto3.client("s3").list_buckets()
@@ -634,7 +719,7 @@ def temporary_sandbox(home: Path | None = None, log: Callable[[str], None] = lam
     home = Path(tempfile.mkdtemp(prefix="sm-magics-sandbox-")) if owned else Path(home)
     previous_home = os.environ.get("SM_MAGICS_SANDBOX_HOME")
     os.environ["SM_MAGICS_SANDBOX_HOME"] = str(home)
-    box = Sandbox(home, max_jobs=max_jobs, profile=profile)
+    box = Sandbox(home, max_jobs=max_jobs, profile=profile, policy=policy)
     try:
         box.start(log=log)
         previous = box.apply_environment()

@@ -13,7 +13,9 @@ CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, stream
 writes them.
 
 What one machine cannot run is refused at ``CreateTrainingJob`` with a
-``ValidationException`` that says so (:func:`~sm_magics.engine.check_runnable`).
+``ValidationException`` that says so (:func:`~sm_magics.engine.check_runnable`),
+and so is an ``S3Prefix`` channel with no object under it, as SageMaker refuses it
+("No S3 objects found under S3 URL ...").
 
 Job records are JSON files under ``<sandbox home>/training-jobs``, so
 ``DescribeTrainingJob`` and ``ListTrainingJobs`` keep answering after the
@@ -38,6 +40,8 @@ from typing import Any
 
 from ..engine import EngineJob, JobEngine, LogSink, NotRunnable, check_runnable, new_record
 from ..jobstate import LOG_GROUP, status_is_terminal
+from ..s3uri import split_s3_uri
+from .account import SERVICE_KEY
 from .protocol import ApiError, NotHandled
 from .validation import service_model, validate_request
 
@@ -103,8 +107,9 @@ class TrainingJobApi:
         import boto3
         from botocore.config import Config
 
-        session = boto3.session.Session(aws_access_key_id="sandbox",
-                                        aws_secret_access_key="sandbox", region_name=region)
+        # SageMaker acting with the job's role, not the notebook (see .account)
+        session = boto3.session.Session(aws_access_key_id=SERVICE_KEY,
+                                        aws_secret_access_key=SERVICE_KEY, region_name=region)
         config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
 
         def client(service: str):
@@ -169,6 +174,7 @@ class TrainingJobApi:
             check_runnable(request)
         except NotRunnable as exc:
             raise ApiError("ValidationException", str(exc)) from None
+        self._check_s3_prefixes(request)
         name = request["TrainingJobName"]
         arn = f"arn:aws:sagemaker:{self.region}:{self.account}:training-job/{name.lower()}"
         with self._create_lock:
@@ -183,6 +189,37 @@ class TrainingJobApi:
                                f"region, and a training job with this name already exists ({arn})"
                                ) from None
         return {"TrainingJobArn": arn}
+
+    def _check_s3_prefixes(self, request: dict) -> None:
+        """Refuse an ``S3Prefix`` channel with no object under it, in SageMaker's words.
+
+        One object is listed per channel; a bucket that does not exist is refused the
+        same way, as SageMaker refuses it.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for channel in request.get("InputDataConfig") or []:
+            source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
+            if source.get("S3DataType") != "S3Prefix":
+                continue
+            uri = source["S3Uri"]
+            bucket, prefix = split_s3_uri(uri)
+            try:
+                listed = self.engine.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+                found = listed.get("KeyCount", 0) > 0
+            except ClientError:  # no such bucket, or access denied: SageMaker says the same
+                found = False
+            except BotoCoreError as exc:
+                raise ApiError("InternalFailure", f"The sandbox could not list {uri}: {exc}",
+                               500) from None
+            if not found:
+                raise ApiError(
+                    "ValidationException",
+                    f'No S3 objects found under S3 URL "{uri}" given in input data source. '
+                    f"Please ensure that the bucket exists in the selected region "
+                    f"({self.region}), that objects exist under that S3 prefix, and that the "
+                    f'role "{request.get("RoleArn")}" has "s3:ListBucket" permissions on '
+                    f'bucket "{bucket}".')
 
     def _job(self, name: str) -> EngineJob:
         job = self.engine.get(name)

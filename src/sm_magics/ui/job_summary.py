@@ -14,16 +14,19 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from html import escape
 
 from ..jobstate import JobSnapshot, MetricsTable, duration, status_is_terminal
 from ..runtime import is_metric_line
 from ..table import Table
 
-__all__ = ["chart_svg", "header_html", "log_lines", "phases_html", "phases_text", "result_html",
-           "run_html", "summary_html", "summary_text"]
+__all__ = ["Line", "chart_svg", "header_html", "lines_svg", "log_lines", "phases_html",
+           "phases_text", "result_html", "run_html", "summary_html", "summary_text"]
 
-_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
 _STATUS_COLOURS = {"Completed": "#2e7d32", "Failed": "#c62828", "Stopped": "#ef6c00",
                    "Stopping": "#ef6c00", "InProgress": "#1565c0"}
 
@@ -72,39 +75,104 @@ def phases_html(snap: JobSnapshot) -> str:
     return "<div class='sm-phases'>" + "&#x2192;".join(boxes) + "</div>"
 
 
+@dataclass(frozen=True)
+class Line:
+    """One line of a chart: its legend text, its ``(x, y)`` points, its polyline's ``data-*``.
+
+    >>> Line("loss 0.5", [(0, 1.0), (1, 0.5)], {"metric": "loss"}).data
+    {'metric': 'loss'}
+    """
+
+    label: str
+    points: Sequence[tuple[float, float]]
+    data: Mapping[str, str] = field(default_factory=dict)
+
+
+def _bounds(points: Iterable[tuple[float, float]]) -> tuple[float, float, float, float]:
+    """``(lowest x, highest x, lowest y, highest y)`` of ``points``."""
+    xs, ys = zip(*points, strict=True)
+    return min(xs), max(xs), min(ys), max(ys)
+
+
+def lines_svg(lines: Sequence[Line], *, shared_scale: bool = False, title: str | None = None,
+              width: int = 420, height: int = 140) -> str:
+    """A small line chart as inline SVG (no plotting library), one polyline per line.
+
+    Each line has its own scale (several metrics of one job) unless
+    ``shared_scale`` (one metric of several jobs). When all lines share a scale,
+    the axes show the y range and the first and last x. Without a title the
+    legend is the first line of text; with one, the title is, and the legend
+    follows below the chart, a line each. A line of one point is drawn as a dot.
+
+    >>> svg = lines_svg([Line("C=0.5", [(0, 0.9), (1, 0.95)], {"job": "a"}),
+    ...                  Line("C=2", [(0, 0.8), (1, 0.85)], {"job": "b"})],
+    ...                 shared_scale=True, title="accuracy")
+    >>> svg.count("<polyline"), "data-job='b'" in svg, ">C=2</text>" in svg
+    (2, True, True)
+    """
+    pad = 28
+    every = [p for line in lines for p in line.points]
+    one_scale = bool(every) and (shared_scale or len(lines) == 1)
+    drawn, legend = [], []
+    for index, line in enumerate(lines):
+        colour = _COLOURS[index % len(_COLOURS)]
+        dash = " stroke-dasharray='4 2'" if index // len(_COLOURS) % 2 else ""
+        if line.points:
+            first, last, lo, hi = _bounds(every if one_scale else line.points)
+            span_x, span_y = (last - first) or 1, (hi - lo) or 1
+            xy = [(pad + (x - first) / span_x * (width - 2 * pad),
+                   height - pad - (y - lo) / span_y * (height - 2 * pad)) for x, y in line.points]
+            data = "".join(f" data-{key}='{escape(value)}'" for key, value in line.data.items())
+            points = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+            drawn.append(f"<polyline{data} fill='none' stroke='{colour}'{dash} "
+                         f"stroke-width='1.5' points='{points}'/>")
+            if len(xy) == 1:
+                drawn.append(f"<circle cx='{xy[0][0]:.1f}' cy='{xy[0][1]:.1f}' r='2.5' "
+                             f"fill='{colour}'/>")
+        if title is None:
+            legend.append(f"<tspan fill='{colour}'>{escape(line.label)}</tspan> ")
+        else:
+            y = height + 14 * index + 4
+            legend.append(f"<line x1='{pad}' y1='{y - 4}' x2='{pad + 14}' y2='{y - 4}' "
+                          f"stroke='{colour}'{dash} stroke-width='2'/><text x='{pad + 18}' "
+                          f"y='{y}' font-size='11'>{escape(line.label)}</text>")
+    axis = (f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' "
+            "stroke='#999'/>")
+    if one_scale:
+        first, last, lo, hi = _bounds(every)
+        small = "font-size='9' fill='#777'"
+        axis += "".join(f"<text x='{pad - 3}' y='{y}' {small} text-anchor='end'>{v:.3g}</text>"
+                        for y, v in ((pad + 3, hi), (height - pad, lo)))
+        axis += "".join(f"<text x='{x}' y='{height - pad + 11}' {small} "
+                        f"text-anchor='{anchor}'>{v:g}</text>"
+                        for x, v, anchor in ((pad, first, "start"), (width - pad, last, "end")))
+    if title is None:
+        top = f"<text x='{pad}' y='14' font-size='11'>{''.join(legend)}</text>"
+    else:
+        top = (f"<text x='{pad}' y='14' font-size='11' font-weight='bold'>{escape(title)}"
+               f"</text>{''.join(legend)}")
+        height += 14 * len(lines) + 4
+    return (f"<svg class='sm-chart' width='{width}' height='{height}' "
+            f"xmlns='http://www.w3.org/2000/svg'>{axis}{''.join(drawn)}{top}</svg>")
+
+
 def chart_svg(metrics: MetricsTable, width: int = 420, height: int = 140) -> str:
-    """A small line chart of every logged metric, as inline SVG (no plotting library)."""
+    """A small line chart of every logged metric of one job, each on its own scale, as SVG.
+
+    >>> from sm_magics.jobstate import MetricPoint
+    >>> svg = chart_svg(MetricsTable([MetricPoint("loss", 0.9, 0, 0.0),
+    ...                               MetricPoint("loss", 0.5, 1, 0.0)]))
+    >>> "data-metric='loss'" in svg, "loss 0.5</tspan>" in svg
+    (True, True)
+    """
     names = metrics.names()
     if not names:
         return "<div class='sm-chart sm-chart-empty'><small>no metrics logged yet</small></div>"
-    pad = 28
-    lines, legend = [], []
-    for index, name in enumerate(names):
+    lines = []
+    for name in names:
         series = metrics.series(name)
-        steps = [s for s, _ in series]
-        values = [v for _, v in series]
-        lo, hi = min(values), max(values)
-        first, last = min(steps), max(steps)
-        span_x = (last - first) or 1
-        span_y = (hi - lo) or 1
-        points = " ".join(
-            f"{pad + (s - first) / span_x * (width - 2 * pad):.1f},"
-            f"{height - pad - (v - lo) / span_y * (height - 2 * pad):.1f}"
-            for s, v in series
-        )
-        colour = _COLOURS[index % len(_COLOURS)]
-        lines.append(f"<polyline data-metric='{escape(name)}' fill='none' stroke='{colour}' "
-                     f"stroke-width='1.5' points='{points}'/>")
-        legend.append(f"<tspan fill='{colour}'>{escape(name)} {values[-1]:.4g}</tspan> ")
-    axis = (f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' "
-            "stroke='#999'/>")
-    if len(names) == 1:  # one metric: its range on the y axis (several: each has its own scale)
-        axis += "".join(f"<text x='{pad - 3}' y='{y}' font-size='9' fill='#777' "
-                        f"text-anchor='end'>{v:.3g}</text>"
-                        for y, v in ((pad + 3, hi), (height - pad, lo)))
-    return (f"<svg class='sm-chart' width='{width}' height='{height}' "
-            f"xmlns='http://www.w3.org/2000/svg'>{axis}{''.join(lines)}"
-            f"<text x='{pad}' y='14' font-size='11'>{''.join(legend)}</text></svg>")
+        lines.append(Line(f"{name} {series[-1][1]:.4g}", series, {"metric": name}))
+    return lines_svg(lines, width=width, height=height)
 
 
 def links_html(snap: JobSnapshot) -> str:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run the tests (all but the browser test) in a second environment, .venv-floors, holding
+# the lowest version of every dependency that pyproject.toml allows (uv's lowest-direct
+# resolution), so the floors it states are floors that work. Extra arguments go to pytest.
+# Needs what setup.sh prepares (the Docker engine, the base image, uv in .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FLOORS=.venv-floors
+STAMP="$FLOORS/.sm-magics-installed"
+WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  printf '\n==> Installing the lowest allowed versions into %s\n' "$FLOORS" >&2
+  rm -rf "$FLOORS"
+  .venv/bin/uv venv -q -p "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" "$FLOORS"
+  .venv/bin/uv pip install -q --python "$FLOORS/bin/python" --resolution lowest-direct -e ".[test]"
+  echo "$WANT" > "$STAMP"
+fi
+"$FLOORS/bin/python" - <<'PY'
+import importlib.metadata as m
+names = ("ipython", "traitlets", "boto3", "docker", "ipywidgets", "pyyaml", "regex", "moto")
+print("lowest allowed versions:", ", ".join(f"{n} {m.version(n)}" for n in names))
+PY
+exec "$FLOORS/bin/python" -m pytest -m "not browser" "$@"
