@@ -6,35 +6,21 @@ registry itself holds afterwards (its v2 API), not only what ECR answers.
 
 from __future__ import annotations
 
-import os
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
 
 import pytest
 from IPython.core.error import UsageError
 
+from images import registry_head, repository_of
 from sm_magics.images import EcrImage, ImageList, JobUse
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
-MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def registry_head(repository: str, reference: str) -> int:
-    """The HTTP status of HEAD on a manifest in the sandbox registry."""
-    url = f"http://{os.environ['SM_MAGICS_REGISTRY']}/v2/{repository}/manifests/{reference}"
-    request = urllib.request.Request(url, method="HEAD", headers={"Accept": MANIFEST})
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
-def repository_of(image) -> str:
-    return image.uri.split("/", 1)[1].rsplit(":", 1)[0]
 
 
 def edit(ip, name: str, version: int, body: str = ""):

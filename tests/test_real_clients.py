@@ -16,18 +16,17 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
+from images import MANIFEST, registry_head, repository_of
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
 ACCOUNT = "123456789012"
 BUCKET = f"sagemaker-us-east-1-{ACCOUNT}"
-MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 AWS_CLI = Path(sys.executable).with_name("aws")
 
 
@@ -47,20 +46,8 @@ def aws_json(*args: str) -> dict:
     return json.loads(done.stdout or "{}")
 
 
-def repository_of(image) -> str:
-    """The repository part of an image URI ``host/repository:tag``."""
-    return image.uri.split("/", 1)[1].rsplit(":", 1)[0]
 
 
-def registry_head(repository: str, reference: str) -> int:
-    """The HTTP status of HEAD on a manifest in the sandbox registry."""
-    url = f"http://{os.environ['SM_MAGICS_REGISTRY']}/v2/{repository}/manifests/{reference}"
-    request = urllib.request.Request(url, method="HEAD", headers={"Accept": MANIFEST})
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")

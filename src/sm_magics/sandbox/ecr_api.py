@@ -37,7 +37,6 @@ Example (inside the gateway process)::
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import urllib.error
@@ -49,10 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import MANIFEST_TYPES
-from .protocol import ApiError
+from .protocol import ApiError, decode_page_token, encode_page_token
 from .validation import validate_request
 
 __all__ = ["OPERATIONS", "TARGET_PREFIX", "RegistryImages"]
+
+_BAD_TOKEN = ApiError("InvalidParameterException", "Invalid parameter at 'nextToken' failed "
+                      "to satisfy constraint: 'The token is not valid'")
 
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921"
 OPERATIONS = ("DescribeImages", "ListImages", "BatchGetImage", "BatchDeleteImage")
@@ -158,20 +160,6 @@ def _epoch(created: str | None) -> float | None:
                                       ).timestamp()
     except ValueError:
         return None
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
-    except (ValueError, KeyError, TypeError):
-        raise ApiError("InvalidParameterException", "Invalid parameter at 'nextToken' failed "
-                       "to satisfy constraint: 'The token is not valid'") from None
 
 
 class RegistryImages:
@@ -335,9 +323,10 @@ class RegistryImages:
 
     @staticmethod
     def _page(items: list, request: dict) -> tuple[list, dict]:
-        offset = _decode_token(request.get("nextToken"))
+        offset = decode_page_token(request.get("nextToken"), _BAD_TOKEN)
         limit = request.get("maxResults", _DEFAULT_PAGE)
-        more = {"nextToken": _encode_token(offset + limit)} if offset + limit < len(items) else {}
+        more = ({"nextToken": encode_page_token(offset + limit)}
+                if offset + limit < len(items) else {})
         return items[offset:offset + limit], more
 
     def _not_found(self, name: str, image_id: dict) -> ApiError:

@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["ApiError", "NotHandled", "error_answer", "json_handlers"]
+__all__ = ["ApiError", "NotHandled", "decode_page_token", "encode_page_token", "error_answer",
+           "json_handlers"]
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
@@ -90,3 +91,26 @@ def _answer(status: str, answer: dict, start_response: Callable) -> list[bytes]:
         headers.append(("x-amzn-ErrorType", answer["__type"]))
     start_response(status, headers)
     return [payload]
+
+
+def encode_page_token(offset: int) -> str:
+    """The ``NextToken`` of a listing that goes on at ``offset``.
+
+    >>> decode_page_token(encode_page_token(20), ApiError("x", "y"))
+    20
+    """
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_page_token(token: str | None, invalid: ApiError) -> int:
+    """The offset a ``NextToken`` stands for (0 when none); ``invalid`` is raised for a bad one."""
+    import base64
+
+    if not token:
+        return 0
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+    except (ValueError, KeyError, TypeError):
+        raise invalid from None

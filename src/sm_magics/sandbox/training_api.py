@@ -30,7 +30,6 @@ Example (inside the gateway process)::
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import shutil
@@ -42,10 +41,12 @@ from ..engine import EngineJob, JobEngine, LogSink, NotRunnable, check_runnable,
 from ..jobstate import LOG_GROUP, status_is_terminal
 from ..s3uri import split_s3_uri
 from .account import SERVICE_KEY
-from .protocol import ApiError, NotHandled
+from .protocol import ApiError, NotHandled, decode_page_token, encode_page_token
 from .validation import service_model, validate_request
 
 __all__ = ["OPERATIONS", "CloudWatchLogSink", "TrainingJobApi"]
+
+_BAD_TOKEN = ApiError("ValidationException", "The NextToken is not valid.")
 
 OPERATIONS = ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob", "ListTrainingJobs",
               "AddTags", "ListTags", "DeleteTags")
@@ -255,11 +256,11 @@ class TrainingJobApi:
             request.get("SortBy", "CreationTime"), "CreationTime")
         rows.sort(key=lambda row: (row[key], row["CreationTime"]),
                   reverse=request.get("SortOrder", "Descending") == "Descending")
-        offset = _decode_token(request.get("NextToken"))
+        offset = decode_page_token(request.get("NextToken"), _BAD_TOKEN)
         limit = request.get("MaxResults", 10)
         answer: dict[str, Any] = {"TrainingJobSummaries": rows[offset:offset + limit]}
         if offset + limit < len(rows):
-            answer["NextToken"] = _encode_token(offset + limit)
+            answer["NextToken"] = encode_page_token(offset + limit)
         return answer
 
     def _tagged(self, arn: str) -> EngineJob:
@@ -287,11 +288,11 @@ class TrainingJobApi:
         job = self._tagged(request["ResourceArn"])
         with job.lock:
             tags = list(job.record.get("Tags", []))
-        offset = _decode_token(request.get("NextToken"))
+        offset = decode_page_token(request.get("NextToken"), _BAD_TOKEN)
         limit = request.get("MaxResults", 50)
         answer: dict[str, Any] = {"Tags": tags[offset:offset + limit]}
         if offset + limit < len(tags):
-            answer["NextToken"] = _encode_token(offset + limit)
+            answer["NextToken"] = encode_page_token(offset + limit)
         return answer
 
     def delete_tags(self, request: dict) -> dict:
@@ -330,16 +331,3 @@ def _epoch(value: Any) -> float:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise ApiError("ValidationException", f"{value!r} is not a timestamp.") from None
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
-    except (ValueError, KeyError, TypeError):
-        raise ApiError("ValidationException", "The NextToken is not valid.") from None
