@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Run the tests (all but the browser test) in a second environment, .venv-floors, holding
-# the lowest version of every dependency that pyproject.toml allows (uv's lowest-direct
-# resolution), so the floors it states are floors that work. Extra arguments go to pytest.
+# Run the tests in a second environment, .venv-floors, holding the lowest version of every
+# dependency that pyproject.toml allows (uv's lowest-direct resolution), so the floors it
+# states are floors that work. Left out: the browser test, and the whole-notebook runs of the
+# tutorials (marker `tutorial`), whose product code the other tests run too; the main suite
+# runs both. Extra arguments go to pytest.
 # Needs what setup.sh prepares (the Docker engine, the base image, uv in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,4 +22,4 @@ import importlib.metadata as m
 names = ("ipython", "traitlets", "boto3", "docker", "ipywidgets", "pyyaml", "regex", "moto")
 print("lowest allowed versions:", ", ".join(f"{n} {m.version(n)}" for n in names))
 PY
-exec "$FLOORS/bin/python" -m pytest -m "not browser" "$@"
+exec "$FLOORS/bin/python" -m pytest -m "not browser and not tutorial" "$@"

@@ -12,7 +12,7 @@ import pytest
 from sm_magics.__main__ import run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-pytestmark = [pytest.mark.docker, pytest.mark.sandbox, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.sandbox, pytest.mark.slow, pytest.mark.tutorial]
 
 
 PROFILES = pytest.mark.parametrize("profile", ["plain", "studio"])

@@ -350,6 +350,7 @@ def default_flow(tmp_path_factory) -> list[dict]:
 @pytest.mark.docker
 @pytest.mark.sandbox
 @pytest.mark.slow
+@pytest.mark.tutorial
 def test_the_tutorials_need_nothing_outside_the_default_execution_role(default_flow):
     assert default_flow and all(a["enforced"] for a in default_flow)
     needed = sorted({(a["action"], pattern(a["resource"])) for a in default_flow
@@ -384,6 +385,7 @@ def readme_policy() -> tuple[Policy, set[str], str]:
 @pytest.mark.docker
 @pytest.mark.sandbox
 @pytest.mark.slow
+@pytest.mark.tutorial
 def test_the_readme_policy_allows_everything_the_tutorials_needed(default_flow):
     readme, actions, section = readme_policy()
     needed = {(a["action"], a["resource"], json.dumps(a.get("context", {})))
