@@ -11,6 +11,7 @@ import datetime
 import io
 import json
 import os
+import re
 import tarfile
 import time
 import uuid
@@ -382,7 +383,8 @@ def test_requests_are_validated_against_the_service_model(sandbox):
         )
     error = bad.value.response["Error"]
     assert error["Code"] == "ValidationException"
-    assert error["Message"].startswith("2 validation errors detected: ")
+    # how many: the model's count of required members differs between botocore releases
+    assert re.match(r"[2-9] validation errors detected: ", error["Message"])
     assert "Value 'bad_name' at 'trainingJobName' failed to satisfy constraint" in error["Message"]
     assert "Value null at 'roleArn' failed to satisfy constraint: Member must not be null" \
         in error["Message"]
