@@ -19,7 +19,9 @@ from sm_magics import service_rules
 from sm_magics.build import ContainerImage
 from sm_magics.training import notebook_tag
 
-TAG_PATTERN = r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)"
+# SageMaker's TagValue pattern as this botocore release writes it (older ones anchor it)
+TAG_PATTERN = service_rules.service_model("sagemaker").shape_for("TagValue").metadata["pattern"]
+assert TAG_PATTERN.strip("^$") == r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)"
 MODELS = ("sagemaker", "s3", "logs", "cloudwatch", "ecr", "sts", "iam")
 
 
