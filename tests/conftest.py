@@ -48,3 +48,18 @@ def sandbox(tmp_path_factory):
 
     with temporary_sandbox(Path(tmp_path_factory.mktemp("sandbox-home"))) as box:
         yield box
+
+
+@pytest.fixture
+def calls(aws):
+    """S3 operations sent through the ``aws`` fixture's session during the test, by name."""
+    from collections import Counter
+
+    seen: Counter[str] = Counter()
+
+    def count(model, **_):
+        seen[model.name] += 1
+
+    aws.session.events.register("before-call.s3", count)
+    yield seen
+    aws.session.events.unregister("before-call.s3", count)

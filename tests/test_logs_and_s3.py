@@ -203,17 +203,6 @@ def test_polling_a_quiet_log_costs_one_request_per_stream(aws, logs):
 # ---------------------------------------------------------------- S3
 
 
-@pytest.fixture
-def calls(aws):
-    """S3 operations sent through ``aws``'s session during the test, by name."""
-    seen: Counter[str] = Counter()
-
-    def count(model, **_):
-        seen[model.name] += 1
-
-    aws.session.events.register("before-call.s3", count)
-    yield seen
-    aws.session.events.unregister("before-call.s3", count)
 
 
 def stored(aws, uri: str) -> bytes:

@@ -28,17 +28,6 @@ def aws(sandbox):
     return AwsContext(resolve())
 
 
-@pytest.fixture
-def calls(aws):
-    """S3 operations sent through ``aws``'s session during the test, by name."""
-    seen: Counter[str] = Counter()
-
-    def count(model, **_):
-        seen[model.name] += 1
-
-    aws.session.events.register("before-call.s3", count)
-    yield seen
-    aws.session.events.unregister("before-call.s3", count)
 
 
 @pytest.fixture

@@ -100,18 +100,17 @@ class _Handler(BaseHTTPRequestHandler):
         """The request body as pieces (the chunked encoding undone), and whether it is chunked."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._chunks(), True
-        length = int(self.headers.get("Content-Length") or 0)
+        return self._pieces(int(self.headers.get("Content-Length") or 0)), False
 
-        def pieces():
-            left = length
-            while left > 0:
-                piece = self.rfile.read(min(_CHUNK, left))
-                if not piece:
-                    return
-                left -= len(piece)
-                yield piece
-
-        return pieces(), False
+    def _pieces(self, length: int):
+        """The next ``length`` bytes of the request, in pieces of at most ``_CHUNK``."""
+        left = length
+        while left > 0:
+            piece = self.rfile.read(min(_CHUNK, left))
+            if not piece:
+                return
+            left -= len(piece)
+            yield piece
 
     def _chunks(self):
         while True:
@@ -120,13 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
                 while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 return
-            left = size
-            while left > 0:
-                piece = self.rfile.read(min(_CHUNK, left))
-                if not piece:
-                    return
-                left -= len(piece)
-                yield piece
+            yield from self._pieces(size)
             self.rfile.readline()  # the CRLF after the chunk
 
     def _forward(self, method: str) -> None:
