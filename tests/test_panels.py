@@ -300,3 +300,24 @@ def test_a_container_image_renders_through_a_record_table():
                            "<caption>ContainerImage fraud</caption>")
     assert "<td style='text-align:left'>built and pushed</td>" in html
     assert "<td style='text-align:left'><code>lr=0.05</code></td>" in html
+
+
+def test_a_build_note_stays_in_the_panel_and_in_the_saved_summary():
+    display = FakeDisplay()
+    panel = build_panel("fraud", widgets=True, display=display)
+    panel.stage("Prepare")
+    panel.note("Skipped the tag created-by=sm-magics on the new repository fraud: "
+               "ecr:TagResource is not allowed for these credentials.")
+    for line in range(40):  # more build output than the log tail keeps
+        panel.log(f"step output {line}")
+    panel.finished(IMAGE)
+    assert "ecr:TagResource is not allowed" in panel.notes.value
+    assert "step output 0" not in panel.log_tail.value
+    assert "note: Skipped the tag created-by=sm-magics" in panel.summary_text()
+    assert "ecr:TagResource is not allowed" in panel.summary_html()
+
+
+def test_the_text_build_panel_prints_a_note_once_as_a_note(capsys):
+    panel = build_panel("fraud", widgets=False)
+    panel.note("Skipped the policy on the new repository fraud.")
+    assert capsys.readouterr().out == "  note: Skipped the policy on the new repository fraud.\n"

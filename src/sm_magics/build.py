@@ -183,6 +183,13 @@ class BuildListener:
     def log(self, line: str) -> None:
         """A line of build output."""
 
+    def note(self, text: str) -> None:
+        """Something the user should read once (e.g. an optional step that was skipped).
+
+        By default it is shown as a line of output.
+        """
+        self.log(text)
+
     def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
         """Push progress of one layer (``Pushing``, ``Pushed``, ``Layer already exists``...)."""
 
@@ -257,7 +264,7 @@ class BuildService:
                                    build_dir, built=False)
         client = _engine()
         _check_base_platform(client, context)
-        repository = ecr.ensure(name, note=self.listener.log)
+        repository = ecr.ensure(name, note=self.listener.note)
         uri = repository.image_uri(context.tag)
         self.listener.stage("Build", uri)
         self._docker_build(client, context, build_dir, uri)

@@ -86,6 +86,9 @@ class TextBuildPanel(BuildListener):
     def log(self, line: str) -> None:
         self.write(f"    {line}")
 
+    def note(self, text: str) -> None:
+        self.write(f"  note: {text}")
+
     def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
         if total:
             self._sizes[layer_id] = total
@@ -127,16 +130,18 @@ class WidgetBuildPanel(BuildListener):
         self._layers: dict[str, tuple[str, int | None, int | None]] = {}
         self._image: ContainerImage | None = None
         self._error = ""
+        self._notes: list[str] = []
         self._last_flush = 0.0
         self.header = widgets.HTML(f"<b>%%sm_container {escape(name)}</b>")
         self.stages = widgets.HTML()
         self.current_step = widgets.HTML()
         self.log_tail = widgets.HTML()
         self.layers = widgets.HTML()
+        self.notes = widgets.HTML()
         self.result = widgets.HTML()
         self.widget = summary_box(
             [self.header, self.stages, self.current_step, self.log_tail, self.layers,
-             self.result],
+             self.notes, self.result],
             css_class="sm-build-panel",
         )
         self._flush(force=True)
@@ -192,6 +197,11 @@ class WidgetBuildPanel(BuildListener):
             + escape("\n".join(self._tail)) + "</pre>"
         ) if self._tail else ""
         self.layers.value = self._layers_html()
+        self.notes.value = self._notes_html()
+
+    def _notes_html(self) -> str:
+        return "".join(f"<div class='sm-build-note'><small>ⓘ {escape(text)}</small></div>"
+                       for text in self._notes)
 
     # ------------------------------------------------------------ summary
 
@@ -224,7 +234,8 @@ class WidgetBuildPanel(BuildListener):
         error  Build of fraud failed at step 3/6: RUN false
         """
         stages = " → ".join(f"{mark} {name}" for mark, name in self._marks())
-        return f"%%sm_container {self.name}\n{stages}\n{self._summary_table()!r}"
+        notes = "".join(f"\nnote: {text}" for text in self._notes)
+        return f"%%sm_container {self.name}\n{stages}\n{self._summary_table()!r}{notes}"
 
     def summary_html(self) -> str:
         """The finished (or failed) build as static HTML, the same parts as :meth:`summary_text`.
@@ -233,7 +244,8 @@ class WidgetBuildPanel(BuildListener):
         True
         """
         return (f"<div class='sm-build-summary'><b>%%sm_container {escape(self.name)}</b>"
-                f"<div>{self._stages_html()}</div>{self._summary_table()._repr_html_()}</div>")
+                f"<div>{self._stages_html()}</div>{self._summary_table()._repr_html_()}"
+                f"{self._notes_html()}</div>")
 
     def _show_summary(self) -> None:
         self.widget.summary_html = self.summary_html()
@@ -257,6 +269,11 @@ class WidgetBuildPanel(BuildListener):
     def log(self, line: str) -> None:
         self._tail.append(line)
         self._flush()
+
+    def note(self, text: str) -> None:
+        """Kept below the layers for the whole build, and in the saved summary."""
+        self._notes.append(text)
+        self._flush(force=True)
 
     def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
         previous = self._layers.get(layer_id, ("", None, None))
