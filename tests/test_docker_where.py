@@ -25,6 +25,13 @@ from sm_magics.errors import RemoteFailure
 ARM_BASE = "sm-magics-test/arm64-only:v1"
 
 
+def repositories_named(container: str) -> set[str]:
+    """The ECR repositories in the sandbox for ``container``, by either name it could have."""
+    names = {r["repositoryName"] for r in boto3.client("ecr").describe_repositories()[
+        "repositories"]}
+    return names & {container, f"sagemaker-{container}"}
+
+
 def test_the_docker_network_is_sagemaker_in_a_studio_space_and_says_why():
     studio = config.resolve(environ={"SAGEMAKER_SPACE_NAME": "my-space",
                                      "SAGEMAKER_APP_TYPE": "JupyterLab"}, sdk_defaults={})
@@ -104,9 +111,7 @@ def test_a_base_that_is_not_amd64_is_a_usage_error_before_anything_is_created(ip
     assert type(err.value) is UsageError
     assert f"the base image {ARM_BASE} on this machine is linux/arm64" in str(err.value)
     assert "docker pull --platform linux/amd64" in str(err.value)
-    names = [r["repositoryName"] for r in boto3.client("ecr").describe_repositories()[
-        "repositories"]]
-    assert "arm-base" not in names
+    assert not repositories_named("arm-base")
 
 
 @pytest.mark.docker
@@ -194,9 +199,7 @@ def test_a_base_whose_registry_offers_no_amd64_variant_is_a_usage_error(ip, sand
     assert type(err.value) is UsageError
     assert (f"the base image {remote} has no linux/amd64 variant (its registry offers "
             "linux/arm64)") in str(err.value)
-    names = [r["repositoryName"] for r in boto3.client("ecr").describe_repositories()[
-        "repositories"]]
-    assert "arm-remote" not in names
+    assert not repositories_named("arm-remote")
 
 
 @pytest.mark.docker

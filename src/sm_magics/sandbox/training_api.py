@@ -256,12 +256,7 @@ class TrainingJobApi:
             request.get("SortBy", "CreationTime"), "CreationTime")
         rows.sort(key=lambda row: (row[key], row["CreationTime"]),
                   reverse=request.get("SortOrder", "Descending") == "Descending")
-        offset = decode_page_token(request.get("NextToken"), _BAD_TOKEN)
-        limit = request.get("MaxResults", 10)
-        answer: dict[str, Any] = {"TrainingJobSummaries": rows[offset:offset + limit]}
-        if offset + limit < len(rows):
-            answer["NextToken"] = encode_page_token(offset + limit)
-        return answer
+        return _page(rows, request, "TrainingJobSummaries", 10)
 
     def _tagged(self, arn: str) -> EngineJob:
         if ":training-job/" not in arn:
@@ -288,12 +283,7 @@ class TrainingJobApi:
         job = self._tagged(request["ResourceArn"])
         with job.lock:
             tags = list(job.record.get("Tags", []))
-        offset = decode_page_token(request.get("NextToken"), _BAD_TOKEN)
-        limit = request.get("MaxResults", 50)
-        answer: dict[str, Any] = {"Tags": tags[offset:offset + limit]}
-        if offset + limit < len(tags):
-            answer["NextToken"] = encode_page_token(offset + limit)
-        return answer
+        return _page(tags, request, "Tags", 50)
 
     def delete_tags(self, request: dict) -> dict:
         """Remove tags of a training job by key (``DeleteTags``)."""
@@ -303,6 +293,16 @@ class TrainingJobApi:
                                   if t["Key"] not in request["TagKeys"]]
         self._save(job)
         return {}
+
+
+def _page(items: list, request: dict, member: str, default_size: int) -> dict[str, Any]:
+    """The page of ``items`` that ``NextToken``/``MaxResults`` ask for, as ``{member: [...]}``."""
+    offset = decode_page_token(request.get("NextToken"), _BAD_TOKEN)
+    limit = request.get("MaxResults", default_size)
+    answer: dict[str, Any] = {member: items[offset:offset + limit]}
+    if offset + limit < len(items):
+        answer["NextToken"] = encode_page_token(offset + limit)
+    return answer
 
 
 def _matches(row: dict, request: dict) -> bool:
