@@ -412,3 +412,22 @@ def test_a_lost_answer_to_create_training_job_is_retried_without_failing_or_a_se
         NameContains="fault-s3", MaxResults=100)["TrainingJobSummaries"]]
     assert names.count(run.name) == 1
     assert json.loads(params_object(run)) == {"attempt": 4}
+
+
+def test_a_jobs_output_survives_cloudwatch_logs_refusing_it_for_a_while(ip, box):
+    # CloudWatch Logs answers ServiceUnavailable to the next 12 PutLogEvents: botocore's
+    # 5 attempts are used up more than once, and the lines must wait for the next send.
+    ip.run_cell_magic("sm_container", "fault-logs", (
+        'import time\nfor step in range(6):\n    print("step", step, flush=True)\n'
+        '    time.sleep(0.5)\n'))
+    box.inject_fault("logs", target="Logs_20140328.PutLogEvents", status=500,
+                     code="ServiceUnavailableException", count=12)
+    try:
+        run = ip.run_line_magic("sm_train", "fault-logs --wait")
+        failed = [f["failed"] for f in box.faults()]
+    finally:
+        box.clear_faults()
+    assert failed == [12]
+    assert run.status == "Completed"
+    assert [line for line in run.logs() if line.startswith("step")] == [
+        f"step {n}" for n in range(6)]

@@ -89,6 +89,7 @@ DEFAULT_MAX_RUNTIME = 86400
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
 FAILURE_REASON_LIMIT = 1024  # characters, the API's maximum length of FailureReason
 _FLUSH_SECONDS = 1.0
+_UNSENT_LIMIT = 100_000  # lines (and metric values) kept while the sink fails
 _log = logging.getLogger(__name__)
 
 
@@ -339,7 +340,7 @@ class _LogShipper:
         while not self.done.wait(_FLUSH_SECONDS):
             try:
                 self.flush()
-            except Exception:  # the next flush tries again with what came since
+            except Exception:  # the next flush sends it with what came since
                 _log.exception("Could not ship the output of training job %s", self.job.name)
 
     def close(self) -> None:
@@ -347,9 +348,17 @@ class _LogShipper:
         if self.engine.closed:  # the engine is going away: what is unsent is dropped
             return
         self.thread.join()
-        self.flush()
+        for attempt in range(3):  # the job's end waits a little for its last lines
+            try:
+                return self.flush()
+            except Exception:
+                if attempt == 2:
+                    _log.exception("Lost the last output of training job %s", self.job.name)
+                else:
+                    time.sleep(_FLUSH_SECONDS)
 
     def flush(self) -> None:
+        """Send what came since the last flush; what could not be sent is kept for the next."""
         job = self.job
         with job.lock:
             lines, job.log_lines = job.log_lines, []
@@ -361,11 +370,18 @@ class _LogShipper:
         if points:
             job.on_change(job)
         events = [(at, line) for at, line in lines if line]
-        if events:
-            self.engine.sink.write(job.name, self.stream, events)
-        if points:
-            # SageMaker's metric dimension Host is "<job>/algo-N"
-            self.engine.sink.metrics(job.name, self.stream.rsplit("-", 1)[0], points)
+        try:
+            if events:
+                self.engine.sink.write(job.name, self.stream, events)
+                events = []
+            if points:
+                # SageMaker's metric dimension Host is "<job>/algo-N"
+                self.engine.sink.metrics(job.name, self.stream.rsplit("-", 1)[0], points)
+        except Exception:
+            with job.lock:  # in front of what came meanwhile, up to a bound
+                job.log_lines[:0] = events[-_UNSENT_LIMIT:]
+                job.metric_points[:0] = points[-_UNSENT_LIMIT:]
+            raise
 
 
 class _JobFailed(Exception):
@@ -598,12 +614,27 @@ class JobEngine:
                              f"{exc}") from exc
 
     def _train(self, job: EngineJob, layout: OptMl, checkpoints: Path):
-        import docker.errors
+
+        from .docker_engine import docker_client
 
         record = job.record
         image = record["AlgorithmSpecification"]["TrainingImage"]
+        # A client of the job's own: the SDK's clients are not safe to share between
+        # threads (a requests.Session underneath; docker/docker-py#3229), and a job's
+        # attached output stream holds its connection for the whole run.
+        client = docker_client()
         try:
-            ensure_image(self.docker, image)
+            return self._run_container(job, layout, checkpoints, client, image)
+        finally:
+            client.close()
+
+    def _run_container(self, job: EngineJob, layout: OptMl, checkpoints: Path, client,
+                       image: str):
+        import docker.errors
+
+        record = job.record
+        try:
+            ensure_image(client, image)
         except docker.errors.DockerException as exc:
             raise _JobFailed(f"ClientError: Could not pull the training image {image}: "
                              f"{_docker_message(exc)}") from exc
@@ -612,7 +643,7 @@ class JobEngine:
         patterns = [(d["Name"], re.compile(d["Regex"]))
                     for d in record["AlgorithmSpecification"].get("MetricDefinitions") or []]
         run = ContainerRun(
-            self.docker, image, layout, environment=record.get("Environment"),
+            client, image, layout, environment=record.get("Environment"),
             on_line=lambda line: self._on_line(job, patterns, line), job_name=job.name,
             labels={HOME_LABEL: self.labels_home}, stop_grace=self.stop_grace,
             network=self.network,
