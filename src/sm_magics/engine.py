@@ -614,7 +614,6 @@ class JobEngine:
                              f"{exc}") from exc
 
     def _train(self, job: EngineJob, layout: OptMl, checkpoints: Path):
-
         from .docker_engine import docker_client
 
         record = job.record
