@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from log_reading import stream_messages
 from test_contract import build_image
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
@@ -105,10 +106,7 @@ def log_messages(clients, name: str) -> list[str]:
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")["logStreams"]
     assert len(streams) == 1
     assert streams[0]["logStreamName"].startswith(f"{name}/algo-1-")
-    events = clients["logs"].get_log_events(
-        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0]["logStreamName"],
-        startFromHead=True)["events"]
-    return [event["message"] for event in events]
+    return stream_messages(clients["logs"], streams[0]["logStreamName"])
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ import boto3
 import nbformat
 import pytest
 
+from log_reading import stream_messages
 from sm_magics import aws as aws_module
 from sm_magics import ecr as ecr_module
 from sm_magics.__main__ import run_notebook
@@ -162,10 +163,7 @@ def job_log_text(job: str) -> str:
                                         logStreamNamePrefix=job)["logStreams"]
     lines = []
     for stream in streams:
-        events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
-                                     logStreamName=stream["logStreamName"],
-                                     startFromHead=True)["events"]
-        lines += [event["message"] for event in events]
+        lines += stream_messages(logs, stream["logStreamName"])
     return "\n".join(lines)
 
 

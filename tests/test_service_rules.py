@@ -199,6 +199,56 @@ def test_the_sandbox_notes_every_request_it_validates(sandbox):
     assert len(lines) == 2
 
 
+@pytest.mark.sandbox
+def test_the_sandbox_refuses_iam_and_sts_requests_aws_refuses_in_the_query_protocol(sandbox):
+    from botocore.exceptions import ClientError
+
+    iam = boto3.client("iam")
+    # a role that does not exist is NoSuchEntity; a name no role can have is refused first
+    with pytest.raises(ClientError) as missing:
+        iam.get_role(RoleName="no-such-role")
+    assert missing.value.response["Error"]["Code"] == "NoSuchEntity"
+    with pytest.raises(ClientError) as refused:
+        iam.get_role(RoleName="my role (copy)")
+    error = refused.value.response["Error"]
+    assert error["Code"] == "ValidationError"
+    assert error["Message"] == (
+        "1 validation error detected: Value 'my role (copy)' at 'roleName' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+")
+    with pytest.raises(ClientError) as nested:  # a value inside a list of structures
+        iam.tag_role(RoleName="no-such-role", Tags=[{"Key": "team", "Value": "x" * 257}])
+    assert nested.value.response["Error"]["Code"] == "ValidationError"
+    assert "at 'tags.1.member.value'" in nested.value.response["Error"]["Message"]
+    assert "length less than or equal to 256" in nested.value.response["Error"]["Message"]
+
+    with pytest.raises(ClientError) as sts_refused:
+        boto3.client("sts").assume_role(RoleArn=os.environ["SM_MAGICS_ROLE"],
+                                        RoleSessionName="a session name")
+    assert sts_refused.value.response["Error"]["Code"] == "ValidationError"
+    assert "at 'roleSessionName'" in sts_refused.value.response["Error"]["Message"]
+    assert iam.get_role(RoleName=os.environ["SM_MAGICS_ROLE"].rsplit("/", 1)[1])["Role"]
+
+
+@pytest.mark.sandbox
+def test_the_sandbox_refuses_a_cloudwatch_request_aws_refuses_in_its_own_protocol(sandbox):
+    import datetime
+
+    from botocore.exceptions import ClientError
+
+    cloudwatch = boto3.client("cloudwatch")
+    at = datetime.datetime.now(datetime.UTC)
+    cloudwatch.put_metric_data(Namespace="sm-magics-tests", MetricData=[
+        {"MetricName": "loss", "Value": 0.5, "Timestamp": at}])
+    with pytest.raises(ClientError) as refused:
+        cloudwatch.put_metric_data(Namespace=":reserved", MetricData=[
+            {"MetricName": "loss", "Value": 0.25, "Timestamp": at}])
+    error = refused.value.response["Error"]
+    assert error["Code"] == "InvalidParameterValue"
+    assert "Value ':reserved' at 'namespace' failed to satisfy constraint" in error["Message"]
+    assert [m["Namespace"] for m in cloudwatch.list_metrics(MetricName="loss")["Metrics"]
+            if m["Namespace"] in (":reserved", "sm-magics-tests")] == ["sm-magics-tests"]
+
+
 # ---------------------------------------------------------------- %sm_train before any write
 
 

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import configparser
-import ipaddress
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import usage_error
+from .s3uri import bucket_problem
 
 __all__ = [
     "SETTINGS",
@@ -62,7 +62,6 @@ SANDBOX_VARS = "SM_MAGICS_SANDBOX_VARS"
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _INSTANCE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
 _PROFILE = re.compile(r"^[\w+.@-]{1,128}$")
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -90,22 +89,7 @@ def _check_role(value: str) -> str | None:
 
 
 def _check_bucket(value: str) -> str | None:
-    problem = None
-    if not _BUCKET.match(value):
-        problem = (
-            "bucket names have 3 to 63 characters: lowercase letters, digits, dots and "
-            "hyphens, starting and ending with a letter or digit"
-        )
-    elif ".." in value or ".-" in value or "-." in value:
-        problem = "a bucket name cannot contain '..', '.-' or '-.'"
-    elif value.startswith(("xn--", "sthree-")) or value.endswith(("-s3alias", "--ol-s3")):
-        problem = "that prefix or suffix is reserved by Amazon S3"
-    else:
-        try:
-            ipaddress.IPv4Address(value)
-            problem = "a bucket name cannot look like an IP address"
-        except ValueError:
-            pass
+    problem = bucket_problem(value)
     if problem is None:
         return None
     return f"'{value}' is not a valid S3 bucket name: {problem}."

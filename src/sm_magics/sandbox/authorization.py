@@ -478,7 +478,9 @@ def _api_refusal(environ: Mapping[str, Any], denial: Denial,
         return _send(start_response, "400 Bad Request", body, "application/x-amz-json-1.1",
                      extra)
     if environ.get("PATH_INFO", "").startswith("/service/"):  # smithy-rpc-v2-cbor
-        body = _cbor_map({"__type": "AccessDeniedException", "message": message})
+        from .wire import cbor_encode
+
+        body = cbor_encode({"__type": "AccessDeniedException", "message": message})
         return _send(start_response, "400 Bad Request", body, "application/cbor",
                      [("smithy-protocol", "rpc-v2-cbor"), ("x-amzn-RequestId", request_id),
                       ("x-amzn-query-error", "AccessDenied;Sender")])
@@ -501,24 +503,6 @@ def _send(start_response: Callable, status: str, body: bytes, content_type: str,
     start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
                             *extra])
     return [body]
-
-
-def _cbor_map(items: Mapping[str, str]) -> bytes:
-    """A CBOR map of text to text (RFC 8949): what an rpc-v2-cbor error body needs."""
-
-    def head(major: int, length: int) -> bytes:
-        if length < 24:
-            return bytes([major << 5 | length])
-        for extra, size in ((24, 1), (25, 2), (26, 4)):
-            if length < 1 << (8 * size):
-                return bytes([major << 5 | extra]) + length.to_bytes(size, "big")
-        raise ValueError("too long")
-
-    def text(value: str) -> bytes:
-        data = value.encode()
-        return head(3, len(data)) + data
-
-    return head(5, len(items)) + b"".join(text(k) + text(v) for k, v in items.items())
 
 
 # ---------------------------------------------------------------- the registry's v2 API

@@ -207,8 +207,9 @@ def build_app(training: TrainingJobApi | None = None, images: RegistryImages | N
     With ``images``, ECR's image operations are answered from the registry
     (:mod:`.ecr_api`); with ``simulator``, IAM's ``SimulatePrincipalPolicy``
     (:mod:`.iam_api`). What moto does not implement is an AWS error, never an HTML
-    page (:mod:`.unimplemented`). Every JSON-protocol request moto answers is checked
-    against its service model first (:class:`.validation.ValidatedJsonRequests`), and
+    page (:mod:`.unimplemented`). Every request moto (or the IAM simulator) answers is
+    checked against its service model first, in its own protocol
+    (:class:`.validation.ValidatedRequests`), and
     with the sandbox's own ``endpoint``, new S3 buckets get AWS's defaults
     (:mod:`.s3_defaults`).
     """
@@ -216,14 +217,18 @@ def build_app(training: TrainingJobApi | None = None, images: RegistryImages | N
 
     from .logs_api import logs_handlers
     from .unimplemented import AnswerUnimplemented
-    from .validation import ValidatedJsonRequests
+    from .validation import ValidatedRequests
 
     moto_app = AnswerUnimplemented(DomainDispatcherApplication(create_backend_app), _service_of)
     if endpoint is not None:
         from .s3_defaults import NewBucketDefaults
 
         moto_app = NewBucketDefaults(moto_app, endpoint)
-    moto_app = ValidatedJsonRequests(moto_app)
+    if simulator is not None:
+        from .iam_api import QueryActions
+
+        moto_app = QueryActions(moto_app, "iam", simulator.handlers(), service_of=_service_of)
+    moto_app = ValidatedRequests(moto_app)
     handlers = logs_handlers(moto_app)
     if training is not None:
         from .training_api import OPERATIONS
@@ -237,10 +242,6 @@ def build_app(training: TrainingJobApi | None = None, images: RegistryImages | N
         handlers.update(json_handlers(TARGET_PREFIX, IMAGE_OPERATIONS, images.handle,
                                       fallback=moto_app))
     fallback = moto_app
-    if simulator is not None:
-        from .iam_api import QueryActions
-
-        fallback = QueryActions(moto_app, "iam", simulator.handlers(), service_of=_service_of)
     return Gateway(fallback, handlers)
 
 
