@@ -359,8 +359,12 @@ CONTAINER_NAME = st.one_of(
 
 @pytest.fixture
 def no_docker_engine(monkeypatch):
-    """The Docker engine is out of reach: a valid cell stops at the engine, before ECR."""
+    """The Docker engine is out of reach: a valid cell stops at the engine, before ECR.
+
+    The Docker builder is asked for: the registry builder would go on to ECR.
+    """
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv("SM_MAGICS_BUILDER", "docker")
     monkeypatch.setattr(build, "_ENGINE", [])
 
 

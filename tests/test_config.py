@@ -51,7 +51,7 @@ def test_builtin_defaults_when_nothing_is_configured(clean_env):
     assert settings["prefix"] == config.Value("sm-magics", "default")
     assert settings["base"] == config.Value("python:3.12-slim", "default")
     assert settings["instance_type"].value == "ml.m5.large"
-    assert settings["builder"].value == "docker"
+    assert settings["builder"].value == "auto"
     assert settings["region"] == config.Value(None, "not set")
     assert settings["role"] == config.Value(None, "not set")
 
@@ -154,7 +154,8 @@ def test_variables_set_by_the_sandbox_are_labelled_as_such(clean_env, monkeypatc
                   "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.3-cpu-py311",
                   "127.0.0.1:5000/base@sha256:" + "a" * 64],
          ["Python:3.12", "python:", "python::3", "a b"]),
-        ("builder", ["docker"], ["codebuild", "kaniko"]),
+        ("builder", ["auto", "docker", "registry"], ["codebuild", "kaniko", "Docker"]),
+        ("base_python", ["3.11", "3.9", "3.13"], ["3", "3.11.7", "python3.11", "2.7"]),
         ("prefix", ["sm-magics", "team/fraud", "/team//fraud/"], ["/", "//", ""]),
     ],
 )
@@ -259,11 +260,11 @@ def test_line_variables_are_expanded(ip, clean_env):
          "SageMakerExecutionRole."),
         ("--builder codebuild",
          "%sm_config --builder: The 'codebuild' builder is not available yet; use --builder "
-         "docker."),
+         "docker (a Docker engine) or --builder registry (no Docker needed)."),
         ("--unset colour",
          "%sm_config --unset: colour is not a setting. Settings: profile, region, role, bucket, "
-         "prefix, base, instance_type, builder, repository_prefix, docker_network, endpoint_url, "
-         "registry."),
+         "prefix, base, instance_type, builder, base_python, repository_prefix, docker_network, "
+         "endpoint_url, registry."),
         ("--prefix 'a b",
          "%sm_config: cannot read the line (No closing quotation). Check the quotes."),
     ],

@@ -253,10 +253,12 @@ def test_an_expired_ecr_token_is_fetched_again_before_the_push(ip, box):
     assert tag_state(image.uri) == "whole"
 
 
-def test_no_docker_engine_is_a_usage_error_and_creates_no_repository(ip, box, monkeypatch):
+def test_no_docker_engine_for_the_docker_builder_is_a_usage_error_and_creates_nothing(
+        ip, box, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(UsageError) as err:
-        ip.run_cell_magic("sm_container", "fault-no-engine", 'print("no engine")\n')
+        ip.run_cell_magic("sm_container", "fault-no-engine --builder docker",
+                          'print("no engine")\n')
     assert type(err.value) is UsageError
     message = str(err.value)
     assert message.startswith("No Docker engine answers at unix:///nonexistent/docker.sock")

@@ -120,6 +120,49 @@ def _engine():
     return _ENGINE[where]
 
 
+def _engine_answers() -> bool:
+    """Whether a Docker engine answers at ``DOCKER_HOST`` (or the local socket)."""
+    from .errors import UsageError
+
+    try:
+        _engine()
+        return True
+    except UsageError:
+        return False
+
+
+def choose_builder(recipe: Recipe, setting: str | None, push: bool = True) -> tuple[str, str]:
+    """``(builder, why)``: the builder of ``recipe`` for the ``builder`` setting.
+
+    ``auto`` (the default) takes the Docker builder when a Docker engine answers, or
+    when the recipe runs commands in the image (``--apt``, ``--run``,
+    ``--dockerfile``) or is not pushed, and the registry builder when no engine
+    answers. A builder that cannot build the recipe is a UsageError naming why.
+    """
+    from .registry_build import needs_docker
+
+    commands = needs_docker(recipe)
+    if setting == "registry":
+        if commands or not push:
+            from .docker_engine import start_hint
+
+            what = ", ".join(commands) if commands else "--no-push"
+            raise usage_error(
+                f"%%sm_container {recipe.name}: {what} needs a Docker engine: the registry "
+                "builder assembles images in the registry without running commands or "
+                f"keeping local images. Build with --builder docker. {start_hint()}")
+        return "registry", "chosen with the builder setting"
+    if setting == "docker":
+        return "docker", "chosen with the builder setting"
+    if commands:
+        return "docker", f"{', '.join(commands)} run commands in the image"
+    if not push:
+        return "docker", "--no-push keeps the image in the local engine"
+    if _engine_answers():
+        return "docker", "a Docker engine answers"
+    return "registry", "no Docker engine answers"
+
+
 def _check_base_platform(client, context: BuildContext) -> None:
     """A UsageError, before anything is built or created, for a local base that is not amd64.
 
@@ -174,8 +217,12 @@ class BuildListener:
     ...         print(name, detail)
     """
 
+    def plan(self, stages: tuple[str, ...], builder: str, reason: str) -> None:
+        """The build's stages (:data:`STAGES` unless told otherwise), which builder runs
+        them and why (``"registry"``, ``"no Docker engine answers"``)."""
+
     def stage(self, name: str, detail: str = "") -> None:
-        """A stage of :data:`STAGES` starts."""
+        """A stage of the plan (:data:`STAGES` by default) starts."""
 
     def step(self, text: str) -> None:
         """A Dockerfile step starts (``Step 3/8 : RUN pip install ...``)."""
@@ -241,10 +288,19 @@ class BuildService:
         from .ecr import repository_name
         from .recipe import check_repository_name
 
+        builder, why = choose_builder(recipe, self.settings.builder, push)
+        if builder == "registry":
+            from .registry_build import STAGES as REGISTRY_STAGES
+
+            self.listener.plan(REGISTRY_STAGES, builder, why)
+        else:
+            self.listener.plan(STAGES, builder, why)
         self.listener.stage("Prepare", "checking the cell and writing the build context")
         context = prepare(recipe)
         name = check_repository_name(
             repository_given or repository_name(context.name, self.settings.repository_prefix))
+        if builder == "registry":
+            return self._build_in_registry(recipe, context, name)
         build_dir = context.write(self.cwd)
         if not push:
             return self._build_local(context, build_dir)
@@ -270,6 +326,28 @@ class BuildService:
         self._docker_build(client, context, build_dir, uri)
         self.listener.stage("Push", uri)
         digest = self._push(client, repository, context.tag, ecr)
+        return self._image(context, uri, digest, build_dir, built=True)
+
+    def _build_in_registry(self, recipe: Recipe, context: BuildContext,
+                           name: str) -> ContainerImage:
+        """The registry builder (:mod:`.registry_build`): no Docker engine involved."""
+        from .aws import AwsContext
+        from .ecr import Ecr
+        from .registry import Registry
+        from .registry_build import RegistryBuilder, registry_tag
+
+        context = registry_tag(context)
+        build_dir = context.write(self.cwd)
+        ecr = Ecr(AwsContext(self.settings), self.settings.registry)
+        self.listener.stage("Look up", f"{name}:{context.tag}")
+        repository = ecr.find(name)
+        if repository is not None:
+            digest = Registry(repository.host, ecr.credential).manifest_digest(name, context.tag)
+            if digest is not None:
+                return self._image(context, repository.image_uri(context.tag), digest,
+                                   build_dir, built=False)
+        uri, digest = RegistryBuilder(self.settings, self.listener).build(
+            context, recipe, ecr, name, build_dir)
         return self._image(context, uri, digest, build_dir, built=True)
 
     def _build_local(self, context: BuildContext, build_dir: Path) -> ContainerImage:

@@ -52,11 +52,13 @@ DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 # AmazonSageMakerFullAccess, the role most notebooks run as, may push only to ECR
 # repositories whose name contains "sagemaker" (statement AllowECRActions, v29).
 DEFAULT_REPOSITORY_PREFIX = "sagemaker-"
-BUILDERS = ("docker",)
+BUILDERS = ("auto", "docker", "registry")
 PLANNED_BUILDERS = ("codebuild",)
 
 STUDIO_METADATA = Path("/opt/ml/metadata/resource-metadata.json")
 SANDBOX_VARS = "SM_MAGICS_SANDBOX_VARS"
+# Where the sandbox's registry serves its base image (the registry builder reads it there).
+SANDBOX_BASE_VARIABLE = "SM_MAGICS_SANDBOX_BASE_URI"
 
 # ---------------------------------------------------------------- validation
 
@@ -120,11 +122,18 @@ def _check_image(value: str) -> str | None:
     )
 
 
+def _check_base_python(value: str) -> str | None:
+    if re.fullmatch(r"3\.\d{1,2}", value):
+        return None
+    return f"'{value}' is not a Python version: give MAJOR.MINOR, for example 3.11."
+
+
 def _check_builder(value: str) -> str | None:
     if value in BUILDERS:
         return None
     if value in PLANNED_BUILDERS:
-        return f"The '{value}' builder is not available yet; use --builder docker."
+        return (f"The '{value}' builder is not available yet; use --builder docker (a Docker "
+                "engine) or --builder registry (no Docker needed).")
     return f"'{value}' is not a builder. Available builders: {', '.join(BUILDERS)}."
 
 
@@ -235,8 +244,12 @@ SETTINGS: tuple[Setting, ...] = (
             default=DEFAULT_BASE),
     Setting("instance_type", "Instance type of training jobs, e.g. ml.g5.xlarge.",
             ("SM_MAGICS_INSTANCE_TYPE",), _check_instance_type, default=DEFAULT_INSTANCE_TYPE),
-    Setting("builder", "How images are built.", ("SM_MAGICS_BUILDER",), _check_builder,
-            default="docker"),
+    Setting("builder", "How images are built: docker (a Docker engine), registry (through "
+            "the registry's API, no Docker needed), or auto.", ("SM_MAGICS_BUILDER",),
+            _check_builder, default="auto"),
+    Setting("base_python", "The Python version (e.g. 3.11) of a base image that does not say "
+            "it; the registry builder picks wheels for it.", ("SM_MAGICS_BASE_PYTHON",),
+            _check_base_python),
     Setting("repository_prefix", "Prefix of the ECR repository of each container, unless the "
             "container's name contains 'sagemaker' already.",
             ("SM_MAGICS_REPOSITORY_PREFIX",), _check_repository_prefix,

@@ -283,3 +283,35 @@ class Ecr:
     def credential(self, refresh: bool = False) -> str:
         """The ``Basic`` credential for the registry's HTTP API (see :mod:`.registry`)."""
         return self.token(refresh).credential
+
+    def credential_for(self, account: str, region: str, refresh: bool = False) -> str:
+        """The ``Basic`` credential for another account's ECR registry, e.g. the AWS Deep
+        Learning Containers' (763104351884) as a base.
+
+        A token of a region opens every registry of that region the credentials may
+        pull from ("The authorization token is valid for 12 hours [...] and can be
+        used to access any Amazon ECR registry that your IAM principal has access
+        to", ECR API Reference, GetAuthorizationToken), so ``account`` needs no token
+        of its own.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if region == self.aws.settings.region:
+            return self.credential(refresh)
+        key = (*self._key, "region", region)
+        now = time.time()
+        with _LOCK:
+            cached = _TOKENS.get(key)
+            if cached is not None and not refresh and now < cached.renew_at:
+                return cached.credential
+            try:
+                client = self.aws.session.client(
+                    "ecr", region_name=region,
+                    **({"endpoint_url": self.aws.settings.endpoint_url}
+                       if self.aws.settings.endpoint_url else {}))
+                data = client.get_authorization_token()["authorizationData"][0]
+            except (ClientError, BotoCoreError) as exc:
+                raise _aws_failure("GetAuthorizationToken", exc) from None
+            token = Token.from_response(data, now)
+            _TOKENS[key] = token
+            return token.credential

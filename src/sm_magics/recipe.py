@@ -391,6 +391,11 @@ def _parse_env(items: tuple[str, ...], name: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def parse_env(recipe: Recipe) -> list[tuple[str, str]]:
+    """The ``--env KEY=VALUE`` pairs of ``recipe``, checked (a UsageError names a bad one)."""
+    return _parse_env(recipe.env, recipe.name)
+
+
 def _quote_env(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'

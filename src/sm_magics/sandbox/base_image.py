@@ -15,15 +15,19 @@ Example::
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BASE_IMAGE", "BaseImageUnavailable", "ensure_base_image"]
+__all__ = ["BASE_IMAGE", "BaseImageUnavailable", "RegistryForm", "ensure_base_image",
+           "registry_form"]
 
 SUITE = "bookworm"
 BASE_IMAGE = f"sm-magics/sandbox-base:{SUITE}"
@@ -135,3 +139,103 @@ def _import(client, tarball: Path, log: Callable[[str], None]) -> None:
         ],
     )
     client.images.get(BASE_IMAGE)
+
+
+# The base's settings, as the engine's image has them (``_import``) and as its image
+# config in the registry carries them.
+BASE_ENV = (
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C.UTF-8",
+    "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+    "PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+)
+BASE_CMD = ("python3",)
+LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+@dataclass(frozen=True)
+class RegistryForm:
+    """The base image as a registry holds it: one gzip layer, its config and manifest."""
+
+    layer: Path
+    layer_digest: str
+    layer_size: int
+    config: bytes
+    manifest: bytes
+
+    @property
+    def config_digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.config).hexdigest()
+
+
+def registry_form(log: Callable[[str], None] = lambda _: None) -> RegistryForm:
+    """The base image for a registry, made once from the cached root filesystem.
+
+    No Docker engine is involved: the layer is the root filesystem's tarball
+    compressed (reproducibly: no name or time in the gzip header), the config
+    sets what the engine's image sets. Raises :class:`BaseImageUnavailable`
+    when the root filesystem cannot be built here.
+    """
+    tarball = cache_dir() / f"sandbox-base-{SUITE}.tar"
+    compressed = tarball.with_suffix(".tar.gz")
+    meta = tarball.with_suffix(".layer.json")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with open(tarball.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.is_file():
+            _build_rootfs_tarball(tarball, log)
+        try:
+            known = json.loads(meta.read_text())
+            if not compressed.is_file() or compressed.stat().st_size != known["size"]:
+                raise ValueError("stale")
+        except (OSError, ValueError, KeyError):
+            log(f"Compressing {BASE_IMAGE} for the sandbox registry (once)")
+            known = _compress(tarball, compressed)
+            meta.write_text(json.dumps(known))
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": list(BASE_ENV), "Cmd": list(BASE_CMD)},
+        "rootfs": {"type": "layers", "diff_ids": [known["diff_id"]]},
+        "history": [{"created_by": f"debootstrap --variant=minbase {SUITE} (sm-magics)"}],
+    }, sort_keys=True, separators=(",", ":")).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "size": len(config),
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
+        "layers": [{"mediaType": LAYER_TYPE, "size": known["size"], "digest": known["digest"]}],
+    }, indent=3).encode()
+    return RegistryForm(compressed, known["digest"], known["size"], config, manifest)
+
+
+def _compress(tarball: Path, compressed: Path) -> dict:
+    """Gzip ``tarball`` into ``compressed``; its digests (compressed, uncompressed) and size."""
+    import gzip
+
+    raw, packed = hashlib.sha256(), hashlib.sha256()
+    partial = compressed.with_suffix(".partial")
+
+    class _Hashing:
+        def __init__(self, out) -> None:
+            self.out = out
+            self.size = 0
+
+        def write(self, data) -> int:
+            packed.update(data)
+            self.size += len(data)
+            return self.out.write(data)
+
+        def flush(self) -> None:
+            self.out.flush()
+
+    with open(tarball, "rb") as source, open(partial, "wb") as out:
+        hashing = _Hashing(out)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0,
+                           compresslevel=6) as zipped:
+            for chunk in iter(lambda: source.read(1 << 20), b""):
+                raw.update(chunk)
+                zipped.write(chunk)
+    partial.replace(compressed)
+    return {"digest": f"sha256:{packed.hexdigest()}", "size": hashing.size,
+            "diff_id": f"sha256:{raw.hexdigest()}"}

@@ -41,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -56,7 +57,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SANDBOX_VARS
+from ..config import SANDBOX_BASE_VARIABLE, SANDBOX_VARS
 from ..docker_engine import engine_problem, start_hint
 from ..errors import UsageError, usage_error
 from ..table import Table
@@ -367,6 +368,9 @@ class Sandbox:
                 self._write_state(state)
             state["base_image"], state["base_note"] = self._base_image(log)
             self._write_state(state)
+            if state["base_image"]:
+                state["base_uri"] = self._serve_base(state, log)
+                self._write_state(state)
         except BaseException:
             self.stop()
             raise
@@ -500,6 +504,27 @@ class Sandbox:
 
     # ------------------------------------------------------------ environment
 
+    def _serve_base(self, state: dict, log: Callable[[str], None]) -> str:
+        """Put the base image in the sandbox's registry too; returns its URI there.
+
+        So builds with no Docker engine on the notebook's side (the registry builder)
+        find the base where a registry serves it, as ``python:3.12-slim`` is served by
+        Docker Hub. It is pushed behind the ECR proxy (the sandbox publishing its own
+        image is no request of the notebook's), from the same root filesystem the
+        engine's image was made of (:func:`.base_image.registry_form`).
+        """
+        from ..registry import Registry
+        from .base_image import BASE_IMAGE, MANIFEST_TYPE, registry_form
+
+        form = registry_form(log)
+        repository, tag = BASE_IMAGE.split(":")
+        registry = Registry(f"127.0.0.1:{state['registry']['internal_port']}")
+        registry.upload_blob(repository, form.layer, form.layer_digest, form.layer_size)
+        registry.upload_blob(repository, io.BytesIO(form.config), form.config_digest,
+                             len(form.config))
+        registry.put_manifest(repository, tag, form.manifest, MANIFEST_TYPE)
+        return f"127.0.0.1:{state['registry']['port']}/{BASE_IMAGE}"
+
     def environment(self) -> dict[str, str]:
         """The variables that point boto3, the magics and ``docker`` at the sandbox."""
         state = self.state()
@@ -529,6 +554,8 @@ class Sandbox:
             env["SM_MAGICS_DOCKER_NETWORK"] = "host"
         if state.get("base_image"):
             env["SM_MAGICS_BASE"] = state["base_image"]
+        if state.get("base_uri"):
+            env[SANDBOX_BASE_VARIABLE] = state["base_uri"]
         env[SANDBOX_VARS] = ",".join(sorted(env))
         return env
 

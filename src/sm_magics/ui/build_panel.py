@@ -75,10 +75,15 @@ class TextBuildPanel(BuildListener):
         self.write = write or (lambda line: print(line, file=sys.stdout, flush=True))
         self._sizes: dict[str, int] = {}
         self._reported: set[str] = set()
+        self._stages: tuple[str, ...] = STAGES
+
+    def plan(self, stages: tuple[str, ...], builder: str, reason: str) -> None:
+        self._stages = tuple(stages)
+        self.write(f"Builder: {builder} ({reason})")
 
     def stage(self, name: str, detail: str = "") -> None:
-        number = STAGES.index(name) + 1
-        self.write(f"[{number}/{len(STAGES)}] {name}" + (f": {detail}" if detail else ""))
+        number = self._stages.index(name) + 1
+        self.write(f"[{number}/{len(self._stages)}] {name}" + (f": {detail}" if detail else ""))
 
     def step(self, text: str) -> None:
         self.write(f"  {text}")
@@ -131,6 +136,8 @@ class WidgetBuildPanel(BuildListener):
         self._image: ContainerImage | None = None
         self._error = ""
         self._notes: list[str] = []
+        self._stages: tuple[str, ...] = STAGES
+        self._builder = ""
         self._last_flush = 0.0
         self.header = widgets.HTML(f"<b>%%sm_container {escape(name)}</b>")
         self.stages = widgets.HTML()
@@ -156,7 +163,7 @@ class WidgetBuildPanel(BuildListener):
                 return "✗" if self._failed else "▶"
             return "✓" if name in self._done else "○"
 
-        return [(mark(name), name) for name in STAGES]
+        return [(mark(name), name) for name in self._stages]
 
     def _stages_html(self) -> str:
         return " &nbsp;→&nbsp; ".join(
@@ -210,6 +217,8 @@ class WidgetBuildPanel(BuildListener):
             fields = {"error": self._error}
         else:
             fields = {"image": self._image.uri, "state": self._image.state}
+            if self._builder:
+                fields["builder"] = self._builder
             if self._image.digest:
                 fields["digest"] = self._image.digest
             layers = self._layer_counts()
@@ -254,6 +263,13 @@ class WidgetBuildPanel(BuildListener):
             self._handle.update(self.widget)
 
     # ------------------------------------------------------------ events
+
+    def plan(self, stages: tuple[str, ...], builder: str, reason: str) -> None:
+        self._stages = tuple(stages)
+        self._builder = f"{builder} ({reason})"
+        self.header.value = (f"<b>%%sm_container {escape(self.name)}</b> "
+                             f"<small>builder: {escape(self._builder)}</small>")
+        self._flush(force=True)
 
     def stage(self, name: str, detail: str = "") -> None:
         if self._current:
