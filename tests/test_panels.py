@@ -321,3 +321,40 @@ def test_the_text_build_panel_prints_a_note_once_as_a_note(capsys):
     panel = build_panel("fraud", widgets=False)
     panel.note("Skipped the policy on the new repository fraud.")
     assert capsys.readouterr().out == "  note: Skipped the policy on the new repository fraud.\n"
+
+
+def test_a_registry_build_panel_shows_its_own_stages_and_which_builder_ran_and_why():
+    from sm_magics.registry_build import STAGES as REGISTRY_STAGES
+
+    panel = build_panel("fraud", widgets=True, display=FakeDisplay())
+    panel.plan(REGISTRY_STAGES, "registry", "no Docker engine answers")
+    for stage in REGISTRY_STAGES:
+        panel.stage(stage)
+    panel.layer("aaa111", "Copying", 1024, 4096)
+    panel.step("copying the base")  # a step is shown at once, with the layers as they are
+    assert "<progress value='1024' max='4096'></progress>" in panel.layers.value
+    panel.layer("aaa111", "Copied", 4096, 4096)
+    panel.layer("bbb222", "Pushed", 3000, 3000)
+    panel.finished(IMAGE)
+    assert "builder: registry (no Docker engine answers)" in panel.header.value
+    assert panel.widget._repr_mimebundle_()["text/plain"].splitlines() == [
+        "%%sm_container fraud",
+        "✓ Prepare → ✓ Look up → ✓ Base → ✓ Dependencies → ✓ Code → ✓ Upload → ✓ Tag",
+        "image    127.0.0.1:5000/fraud:ab12",
+        "state    built and pushed",
+        "builder  registry (no Docker engine answers)",
+        "digest   sha256:" + "0" * 64,
+        "layers   1 pushed, 1 copied from the base",
+    ]
+
+
+def test_the_text_build_panel_numbers_the_registry_builders_stages(capsys):
+    from sm_magics.registry_build import STAGES as REGISTRY_STAGES
+
+    panel = build_panel("fraud", widgets=False)
+    panel.plan(REGISTRY_STAGES, "registry", "chosen with the builder setting")
+    panel.stage("Upload", "127.0.0.1:5000/fraud")
+    assert capsys.readouterr().out.splitlines() == [
+        "Builder: registry (chosen with the builder setting)",
+        "[6/7] Upload: 127.0.0.1:5000/fraud",
+    ]

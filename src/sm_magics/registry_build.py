@@ -238,13 +238,26 @@ class RegistryBuilder:
         found = self.settings.base_python or python_version_from_config(config)
         if found or sum(layer.size for layer in base_layers) > _LIST_LIMIT:
             return found
+        # What the files say is kept by the base's layers: read once per base.
+        key = hashlib.sha256(" ".join(layer.digest for layer in base_layers).encode())
+        known = self.cache_dir / "base-python" / f"{key.hexdigest()}.json"
+        try:
+            return json.loads(known.read_text())["python"]
+        except (OSError, ValueError, KeyError):
+            pass
         self.listener.step("reading the base's files for its Python version")
         paths: list[str] = []
         links: dict[str, str] = {}
         for layer in base_layers:  # streamed from the copy in the target repository
             with target.open_blob(name, layer.digest) as blob:
                 paths.extend(layer_paths(blob, links))
-        return python_version_from_paths(paths, search_path(config), links)
+        found = python_version_from_paths(paths, search_path(config), links)
+        if found:
+            known.parent.mkdir(parents=True, exist_ok=True)
+            partial = known.with_suffix(".partial")
+            partial.write_text(json.dumps({"python": found}))
+            partial.replace(known)
+        return found
 
     def _dependencies(self, requirements: str, python: str | None,
                       context: BuildContext, work: Path):

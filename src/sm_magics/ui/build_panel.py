@@ -36,7 +36,7 @@ from .summary_box import summary_box
 
 __all__ = ["TextBuildPanel", "WidgetBuildPanel", "build_panel"]
 
-_FINAL_LAYER_STATES = ("Pushed", "Layer already exists", "Mounted from")
+_FINAL_LAYER_STATES = ("Pushed", "Layer already exists", "Mounted from", "Copied")
 _TAIL = 12
 _MIN_INTERVAL = 0.25
 _MARK_STYLES = {
@@ -230,8 +230,11 @@ class WidgetBuildPanel(BuildListener):
         """``3 pushed, 2 already in the registry`` (mounted layers were there already)."""
         final = [status for status, _, _ in self._layers.values() if _is_final(status)]
         pushed = sum(status.startswith("Pushed") for status in final)
+        copied = sum(status.startswith("Copied") for status in final)  # the registry builder
+        there = len(final) - pushed - copied
         counts = [f"{pushed} pushed" if pushed else "",
-                  f"{len(final) - pushed} already in the registry" if len(final) > pushed else ""]
+                  f"{copied} copied from the base" if copied else "",
+                  f"{there} already in the registry" if there else ""]
         return ", ".join(filter(None, counts))
 
     def summary_text(self) -> str:
