@@ -58,7 +58,7 @@ def widget_values(notebook) -> list[str]:
             if isinstance(m["state"].get("value"), str)]
 
 
-@PROFILES
+@pytest.mark.parametrize("profile", ["plain", "studio", "studio-docker-off"])
 def test_quickstart_trains_a_model_and_brings_it_back(tmp_path, profile):
     notebook = execute("quickstart.ipynb", tmp_path, profile)
     code = [c for c in notebook.cells if c.cell_type == "code"]
@@ -87,6 +87,11 @@ def test_quickstart_trains_a_model_and_brings_it_back(tmp_path, profile):
     if profile == "studio":
         assert "studio-docker  running  unix://" in outputs["%sm_sandbox start"]
         assert "SageMaker Studio (its Docker allows no other)" in outputs["%sm_config"]
+    built = outputs[next(k for k in outputs if k.startswith("%%sm_container"))]
+    if profile == "studio-docker-off":  # no Docker in the space: the registry builder
+        assert re.search(r"builder +registry \(no Docker engine answers\)", built), built
+    else:
+        assert re.search(r"builder +docker \(a Docker engine answers\)", built), built
     assert not (tmp_path / "sandbox-home" / "state.json").exists()
 
 

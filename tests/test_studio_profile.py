@@ -75,3 +75,45 @@ def test_forcing_host_networking_in_studio_is_refused_in_studios_words(ip, studi
     reason = failed.value.reason
     assert "[ContainerCreate] SageMaker Studio Docker Usage only allows 'sagemaker'" in reason
     assert "docker_network" in reason
+
+
+# ---------------------------------------------------------------- Studio with Docker off
+
+
+@pytest.fixture(scope="module")
+def docker_off(tmp_path_factory):
+    """A sandbox as a Studio space with Docker off, its environment applied."""
+    with temporary_sandbox(Path(tmp_path_factory.mktemp("docker-off-home")),
+                           profile="studio-docker-off") as box:
+        yield box
+
+
+def test_in_a_studio_space_with_docker_off_images_come_from_the_registry_builder(
+        ip, docker_off, capsys):
+    from sm_magics import build
+
+    build._ENGINE.clear()
+    assert os.environ["SAGEMAKER_SPACE_NAME"] == "sandbox-space"
+    with pytest.raises(docker.errors.DockerException):
+        docker.from_env()  # no Docker engine in the space
+    image = ip.run_cell_magic("sm_container", "docker-off", 'print("no docker here")\n')
+    assert "Builder: registry (no Docker engine answers)" in capsys.readouterr().out
+    assert image.built and image.pushed
+    run = ip.run_line_magic("sm_train", "docker-off --wait")
+    assert run.status == "Completed" and "no docker here" in run.logs()
+
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError) as local:
+        ip.run_line_magic("sm_train", "docker-off --local --wait")
+    message = str(local.value)
+    assert "SageMaker Studio space sandbox-space" in message
+    assert '"DockerSettings": {"EnableDockerAccess": "ENABLED"}' in message
+    with pytest.raises(UsageError) as apt:
+        ip.run_cell_magic("sm_container", "docker-off-apt --apt libgomp1", "print(1)\n")
+    assert str(apt.value).startswith(
+        "%%sm_container docker-off-apt: --apt runs commands in the image, which needs a Docker "
+        "engine. No Docker engine answers at unix://")
+    assert '"DockerSettings": {"EnableDockerAccess": "ENABLED"}' in str(apt.value)
+    rows = {row[0]: row for row in docker_off.status().rows()}
+    assert rows["docker"][1] == "running"  # the sandbox's own jobs have their engine

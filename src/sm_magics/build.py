@@ -155,7 +155,14 @@ def choose_builder(recipe: Recipe, setting: str | None, push: bool = True) -> tu
     if setting == "docker":
         return "docker", "chosen with the builder setting"
     if commands:
-        return "docker", f"{', '.join(commands)} run commands in the image"
+        verb = "runs" if len(commands) == 1 else "run"
+        if not _engine_answers():
+            from .docker_engine import engine_problem, start_hint
+
+            raise usage_error(
+                f"%%sm_container {recipe.name}: {', '.join(commands)} {verb} commands in the "
+                f"image, which needs a Docker engine. {engine_problem()} {start_hint()}")
+        return "docker", f"{', '.join(commands)} {verb} commands in the image"
     if not push:
         return "docker", "--no-push keeps the image in the local engine"
     if _engine_answers():

@@ -14,6 +14,11 @@ The sandbox is a set of processes bound to 127.0.0.1 that stand in for AWS:
   runs meet Studio's rules. The sandbox's own jobs still use the engine itself,
   as SageMaker's hosts are not Studio.
 
+The ``studio-docker-off`` profile is a Studio space as most are: Docker access is
+off for the domain, so the session has no Docker engine (its ``DOCKER_HOST``
+names a socket that does not exist, as no socket exists in such a space).
+Images then come from the registry builder, and what needs Docker says so.
+
 The profile is ``Sandbox(profile=...)``, ``%sm_sandbox start --profile studio``,
 or ``SM_MAGICS_SANDBOX_PROFILE``; the default is ``plain``.
 
@@ -73,7 +78,7 @@ REGISTRY_CONTAINER = "sm-magics-sandbox-registry"
 _CLEARED_VARS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
                  "AWS_DEFAULT_PROFILE")
 _START_TIMEOUT = 30.0
-PROFILES = ("plain", "studio")
+PROFILES = ("plain", "studio", "studio-docker-off")
 # What a Studio space gives its kernels (shared/notes/real-environments.md); the
 # names of the space the sandbox imitates.
 STUDIO_SPACE = {"SAGEMAKER_SPACE_NAME": "sandbox-space", "SAGEMAKER_APP_TYPE": "JupyterLab"}
@@ -248,7 +253,8 @@ class Sandbox:
         self.profile = profile or os.environ.get("SM_MAGICS_SANDBOX_PROFILE") or None
         if self.profile is not None and self.profile not in PROFILES:
             raise usage_error(f"'{self.profile}' is not a sandbox profile. Profiles: "
-                              f"{', '.join(PROFILES)} (studio: SageMaker Studio's Docker rules).")
+                              f"{', '.join(PROFILES)} (studio: SageMaker Studio's Docker rules; "
+                              "studio-docker-off: a Studio space with no Docker).")
         self.state_file = self.home / "state.json"
         self.run_dir = self.home / "run"
         # None: the running sandbox's policy, else none (decided at start)
@@ -547,6 +553,11 @@ class Sandbox:
             env.update(STUDIO_SPACE, DOCKER_HOST=studio["url"])
             if state.get("engine"):
                 env[ENGINE_VAR] = state["engine"]
+        elif state.get("profile") == "studio-docker-off":
+            # No Docker socket in the space; the network setting keeps its Studio value.
+            env.update(STUDIO_SPACE, DOCKER_HOST=f"unix://{self.run_dir}/no-docker.sock")
+            # the sandbox's own containers are still on this machine's engine
+            env[ENGINE_VAR] = state.get("engine") or "unix:///var/run/docker.sock"
         else:
             # Builds and --local containers use the host's network: on the machines the
             # sandbox runs on, nothing but 127.0.0.1 may be reached and Docker runs without
