@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import string
@@ -428,8 +429,8 @@ def _walk(shape, value: Any, members: tuple, path: str, found: list[Violation]) 
     elif kind == "boolean":
         if not isinstance(value, bool):
             fail("type", kind, "Member must be a boolean")
-    elif kind == "timestamp" and (not isinstance(value, int | float | str)
-                                  or isinstance(value, bool)):
+    elif kind == "timestamp" and (not isinstance(value, int | float | str | datetime.datetime)
+                                  or isinstance(value, bool)):  # datetime: read from CBOR, query
         fail("type", kind, "Member must be a timestamp")
 
 

@@ -61,9 +61,9 @@ from xml.sax.saxutils import escape
 from .account import SANDBOX_ACCOUNT, SANDBOX_REGION, SERVICE_KEY, notebook_principal
 from .policy import Decision, Policy
 
-__all__ = ["RECORD_NAME", "Authorization", "Authorizer", "Denial", "api_authorizations",
-           "is_push", "read_record", "record_path", "registry_authorizations", "registry_refusal",
-           "signing_service"]
+__all__ = ["RECORD_NAME", "Authorization", "Authorizer", "Denial", "Mount", "api_authorizations",
+           "is_push", "read_record", "record_path", "registry_authorizations", "registry_mount",
+           "registry_refusal", "signing_service"]
 
 RECORD_NAME = "authorizations.jsonl"
 _REGION, _ACCOUNT = SANDBOX_REGION, SANDBOX_ACCOUNT
@@ -528,12 +528,53 @@ _PUSH_ACTIONS = frozenset({"ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
                            "ecr:PutImage"})
 
 
+@dataclass(frozen=True)
+class Mount:
+    """A cross-repository blob mount: ``digest`` of ``source`` linked into ``target``."""
+
+    target: str
+    digest: str
+    source: str
+
+
+def registry_mount(method: str, path: str) -> Mount | None:
+    """The cross-repository mount a request of the registry's v2 API asks for, if any.
+
+    That is ``POST /v2/<target>/blobs/uploads/?mount=<digest>&from=<source>``, with
+    both parameters: a registry attempts a mount only when the POST carries them
+    ("Amazon ECR attempts mounting only when these parameters are present in the
+    client's POST request", "Blob mounting in Amazon ECR",
+    https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html);
+    without both, the POST starts an ordinary upload.
+
+    >>> registry_mount("POST", "/v2/sagemaker-b/blobs/uploads/?mount=sha256%3Aab&from=base")
+    Mount(target='sagemaker-b', digest='sha256:ab', source='base')
+    """
+    bare, _, query = path.partition("?")
+    if method != "POST" or not query:
+        return None
+    match = _REGISTRY_PATH.match(unquote(bare))
+    if not match or match.group("uploads") is None or match.group("upload"):
+        return None
+    params = parse_qs(query)
+    digest, source = (params.get("mount") or [""])[0], (params.get("from") or [""])[0]
+    return Mount(match.group("name"), digest, source) if digest and source else None
+
+
 def registry_authorizations(method: str, path: str) -> list[Authorization]:
     """The ECR actions one request of the registry's v2 API needs (none for ``/v2/``).
+
+    ``path`` is the request's, query included. A mount (:func:`registry_mount`)
+    needs what starting an upload needs and ``ecr:GetDownloadUrlForLayer`` on the
+    repository the blob is mounted from ("Users need ecr:GetDownloadUrlForLayer IAM
+    permission on a repository to mount layers from the repository", "Blob mounting
+    in Amazon ECR"). While ECR's blob mounting is disabled the registry proxy leaves
+    a mount's parameters out, so that only the upload is authorized (:mod:`.registry_proxy`).
 
     >>> [a.action for a in registry_authorizations("PUT", "/v2/sagemaker-digits/manifests/3f")]
     ['ecr:PutImage']
     """
+    mount = registry_mount(method, path)
     path = unquote(path.split("?", 1)[0])
     if path == "/v2/_catalog":
         return [Authorization("ecr:DescribeRepositories", "*")]
@@ -545,7 +586,12 @@ def registry_authorizations(method: str, path: str) -> list[Authorization]:
     if kind == "upload" and not match.group("upload"):
         kind = "uploads"
     action = _REGISTRY_ACTIONS.get((kind, method))
-    return [Authorization(f"ecr:{action}", _ecr_repository(match.group("name")))] if action else []
+    if not action:
+        return []
+    needed = [Authorization(f"ecr:{action}", _ecr_repository(match.group("name")))]
+    if mount is not None:
+        needed.append(Authorization("ecr:GetDownloadUrlForLayer", _ecr_repository(mount.source)))
+    return needed
 
 
 def is_push(needed: Iterable[Authorization]) -> bool:

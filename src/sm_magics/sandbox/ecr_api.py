@@ -28,6 +28,16 @@ What the registry cannot tell: an image none of whose tags is left (ECR lists it
 untagged; the registry's API lists tags only, so it is not listed), scan results
 (``imageScanStatus`` is left out) and pull times (``lastRecordedPullTime``).
 
+The registry's ``BLOB_MOUNTING`` account setting is kept here too (``PutAccountSetting``,
+``GetAccountSetting``; moto has neither), in a small JSON file of the sandbox's run folder
+(:class:`AccountSettings`) that the registry's front door (:mod:`.registry_proxy`), another
+process, reads at each cross-repository mount. It is ``DISABLED`` until put ``ENABLED``: ECR
+mounts a blob from another repository only once the registry's blob mounting is enabled
+("Blob mounting in Amazon ECR",
+https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html). ECR's other
+account settings (``BASIC_SCAN_TYPE_VERSION``, ``REGISTRY_POLICY_SCOPE``) go on to moto,
+which answers that the sandbox does not implement them.
+
 Example (inside the gateway process)::
 
     >>> images = RegistryImages(ecr_client, registry=lambda: "127.0.0.1:5000")
@@ -38,7 +48,9 @@ Example (inside the gateway process)::
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -48,21 +60,125 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import MANIFEST_TYPES
-from .protocol import ApiError, decode_page_token, encode_page_token
+from .protocol import ApiError, NotHandled, decode_page_token, encode_page_token
 from .validation import validate_request
 
-__all__ = ["OPERATIONS", "TARGET_PREFIX", "RegistryImages"]
+__all__ = ["BLOB_MOUNTING", "OPERATIONS", "SETTINGS_NAME", "TARGET_PREFIX", "AccountSettings",
+           "RegistryImages", "settings_path"]
 
 _BAD_TOKEN = ApiError("InvalidParameterException", "Invalid parameter at 'nextToken' failed "
                       "to satisfy constraint: 'The token is not valid'")
 
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921"
-OPERATIONS = ("DescribeImages", "ListImages", "BatchGetImage", "BatchDeleteImage")
+OPERATIONS = ("DescribeImages", "ListImages", "BatchGetImage", "BatchDeleteImage",
+              "PutAccountSetting", "GetAccountSetting")
+_SETTING_OPERATIONS = ("PutAccountSetting", "GetAccountSetting")
 _DEFAULT_PAGE = 100  # DescribeImages' and ListImages' maxResults when none is given
 _TIMEOUT = 30
 _INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
                 "application/vnd.oci.image.index.v1+json")
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+# ---------------------------------------------------------------- account settings
+
+SETTINGS_NAME = "ecr-account-settings.json"
+BLOB_MOUNTING = "BLOB_MOUNTING"
+# The settings ECR names ("The name of the account setting, such as BASIC_SCAN_TYPE_VERSION,
+# REGISTRY_POLICY_SCOPE, or BLOB_MOUNTING", API_PutAccountSetting); the sandbox keeps
+# BLOB_MOUNTING, whose values are ENABLED and DISABLED ("Valid values for blob mounting:
+# ENABLED or DISABLED"), DISABLED until put ENABLED.
+_SETTING_NAMES = ("BASIC_SCAN_TYPE_VERSION", "REGISTRY_POLICY_SCOPE", BLOB_MOUNTING)
+_KEPT = {BLOB_MOUNTING: (("ENABLED", "DISABLED"), "DISABLED")}
+
+
+def settings_path(home: Path) -> Path:
+    """Where the sandbox under ``home`` keeps ECR's account settings while it runs.
+
+    In the run folder, which the sandbox removes when it stops, with moto's repositories
+    and the registry's storage: a sandbox started again is a fresh account.
+    """
+    return Path(home) / "run" / SETTINGS_NAME
+
+
+def _enum_error(member: str, allowed: tuple[str, ...]) -> ApiError:
+    return ApiError("InvalidParameterException",
+                    f"Invalid parameter at '{member}' failed to satisfy constraint: "
+                    f"'Member must satisfy enum value set: [{', '.join(allowed)}]'")
+
+
+class AccountSettings:
+    """ECR's registry settings kept by the sandbox (``BLOB_MOUNTING``), in a JSON file.
+
+    The file (``{"BLOB_MOUNTING": "ENABLED"}``) is replaced whole at each put, so a
+    reader in another process (the registry proxy) sees the old settings or the new,
+    never half of them; without a ``path`` the settings live in memory.
+
+    >>> settings = AccountSettings(settings_path(home))
+    >>> settings.handle("PutAccountSetting", {"name": "BLOB_MOUNTING", "value": "ENABLED"})
+    {'name': 'BLOB_MOUNTING', 'value': 'ENABLED'}
+    >>> settings.blob_mounting_enabled()
+    True
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._memory: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, str]:
+        if self.path is None:
+            return dict(self._memory)
+        try:
+            stored = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # none put yet, or the run folder is gone
+            return {}
+        return {k: v for k, v in stored.items() if isinstance(v, str)} \
+            if isinstance(stored, dict) else {}
+
+    def _write(self, settings: dict[str, str]) -> None:
+        if self.path is None:
+            self._memory = dict(settings)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(
+            f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        partial.write_text(json.dumps(settings, sort_keys=True))
+        partial.replace(self.path)
+
+    def value(self, name: str) -> str:
+        """The setting's value: the one put, else its default (``BLOB_MOUNTING``: DISABLED)."""
+        return self._read().get(name, _KEPT[name][1])
+
+    def blob_mounting_enabled(self) -> bool:
+        """Whether the registry mounts blobs across repositories (``BLOB_MOUNTING`` ENABLED)."""
+        return self.value(BLOB_MOUNTING) == "ENABLED"
+
+    def handle(self, operation: str, request: dict) -> dict:
+        """``PutAccountSetting`` or ``GetAccountSetting`` (the request checked by the model).
+
+        A name ECR does not have is ECR's ``InvalidParameterException``; ECR's settings
+        the sandbox does not keep raise :class:`~.protocol.NotHandled` (moto answers).
+        """
+        name = request["name"]
+        if name not in _SETTING_NAMES:
+            raise _enum_error("name", _SETTING_NAMES)
+        if name not in _KEPT:
+            raise NotHandled(name)
+        if operation == "GetAccountSetting":
+            return {"name": name, "value": self.value(name)}
+        allowed = _KEPT[name][0]
+        value = request["value"]
+        if value not in allowed:
+            raise _enum_error("value", allowed)
+        with self._lock:
+            settings = self._read()
+            settings[name] = value
+            self._write(settings)
+        return {"name": name, "value": value}
+
+
+# ---------------------------------------------------------------- image operations
 
 
 @dataclass
@@ -171,13 +287,14 @@ class RegistryImages:
     """
 
     def __init__(self, ecr, registry: Callable[[], str | None], *, storage: Path | None = None,
-                 account: str = "123456789012") -> None:
+                 account: str = "123456789012", settings: AccountSettings | None = None) -> None:
         import botocore.session
 
         self.ecr = ecr
         self.registry = registry
         self.storage = storage
         self.account = account
+        self.settings = settings if settings is not None else AccountSettings()
         self.model = botocore.session.get_session().get_service_model("ecr")
         # A manifest's digest fixes its size and config: what was read once is kept.
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
@@ -192,6 +309,8 @@ class RegistryImages:
         the registry, and a registry that stopped is started again on its port. These are
         the sandbox's own requests, so they go to the registry itself (``internal_port``),
         not through the front door that records the notebook's (:mod:`.registry_proxy`).
+        The account settings are kept in ``home/run`` (:func:`settings_path`), where the
+        front door reads them.
         """
         import boto3
 
@@ -211,11 +330,14 @@ class RegistryImages:
             port = registry.get("internal_port") or registry.get("port")
             return f"127.0.0.1:{port}" if port else None
 
-        return cls(ecr, registry, storage=storage)
+        return cls(ecr, registry, storage=storage,
+                   settings=AccountSettings(settings_path(home)))
 
     def handle(self, operation: str, request: dict) -> dict:
         """Answer one ECR call; raises :class:`~.protocol.ApiError` as ECR would."""
         validate_request(operation, request, self.model)
+        if operation in _SETTING_OPERATIONS:
+            return self.settings.handle(operation, request)
         name = self._repository(request)
         host = self.registry()
         if not host:

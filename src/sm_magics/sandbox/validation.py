@@ -109,8 +109,12 @@ class ValidatedRequests:
 
     def _by_target(self, prefix: str):
         if self._targets is None:
-            self._targets = {service_rules.service_model(name).metadata["targetPrefix"]:
-                             service_rules.service_model(name) for name in TARGET_SERVICES}
+            found = {}
+            for name in TARGET_SERVICES:  # CloudWatch has no target before botocore 1.37
+                model = service_rules.service_model(name)
+                if model.metadata.get("targetPrefix"):
+                    found[model.metadata["targetPrefix"]] = model
+            self._targets = found
         return self._targets.get(prefix)
 
     def __call__(self, environ: dict[str, Any], start_response):
