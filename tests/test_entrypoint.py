@@ -230,10 +230,12 @@ def test_the_cells_train_runs_on_a_deep_learning_container_base(ip, sandbox, dlc
 
 
 @pytest.mark.sandbox
-@pytest.mark.parametrize("where", ["sandbox", "local"])
+@pytest.mark.parametrize("where, builder", [("sandbox", "docker"), ("local", "docker"),
+                                            ("sandbox", "registry")])
 def test_a_stopped_job_runs_its_stop_code_and_ends_well_before_the_kill(ip, sandbox, where,
-                                                                       tmp_path):
-    ip.run_cell_magic("sm_container", "entry-stop", STOPPABLE_CELL)
+                                                                       builder, tmp_path):
+    # both builders' images: the registry builder's launcher execs the base's python3 too
+    ip.run_cell_magic("sm_container", f"entry-stop --builder {builder}", STOPPABLE_CELL)
     run = ip.run_line_magic("sm_train", "entry-stop" + (" --local" if where == "local" else ""))
     assert wait_until(lambda: "training" in run.logs())
 
