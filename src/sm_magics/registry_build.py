@@ -140,13 +140,15 @@ class RegistryBuilder:
         env = parse_env(recipe)
         self.listener.stage("Base", context.base or "")
         base = parse_reference(base_reference(context.base or ""))
-        repository = ecr.ensure(name, note=self.listener.note)
-        target = Registry(repository.host, ecr.credential)
-        source = (target if base.host == repository.host
-                  else Registry(base.host, self._credentials_for(base.host, ecr)))
+        # The base is read, and checked, before the repository is created.
+        source = Registry(base.host, self._credentials_for(base.host, ecr))
         manifest = source.manifest(base.repository, base.reference)
         config = source.config(base.repository, manifest.config)
         self._check_layers(manifest, context.base or "")
+        repository = ecr.ensure(name, note=self.listener.note)
+        target = Registry(repository.host, ecr.credential)
+        if base.host == repository.host:
+            source = target  # one registry: a mount where it allows one
         for layer in manifest.layers:
             self._copy(target, source, base.repository, name, layer)
 
@@ -198,6 +200,8 @@ class RegistryBuilder:
 
     def _credentials_for(self, host: str, ecr: Ecr) -> Callable[[bool], str | None]:
         """How to log in to the base's registry: ECR hosts with an ECR token for them."""
+        if host == self.settings.registry:  # the registry images are pushed to (the sandbox's)
+            return ecr.credential
         found = _ecr_host(host)
         if found is None:
             return lambda refresh: None  # Docker Hub, ECR Public, ...: anonymous, as pulls are
