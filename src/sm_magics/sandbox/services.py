@@ -86,6 +86,9 @@ ENGINE_VAR = "SM_MAGICS_DOCKER_ENGINE"  # the real engine, behind the Studio sta
 REGISTRY_MARKER = "sm_magics.sandbox.registry_proxy"  # the registry's process (its front door)
 
 
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"  # where docker.from_env() looks on Linux
+
+
 def real_engine() -> str | None:
     """Where the Docker engine itself listens (not a Studio stand-in in front of it)."""
     return os.environ.get(ENGINE_VAR) or os.environ.get("DOCKER_HOST") or None
@@ -551,13 +554,14 @@ class Sandbox:
             # A Studio space: Studio's Docker at DOCKER_HOST, and the network setting left to
             # its automatic value there (sagemaker), which the stand-in runs as host.
             env.update(STUDIO_SPACE, DOCKER_HOST=studio["url"])
-            if state.get("engine"):
-                env[ENGINE_VAR] = state["engine"]
+            # the engine itself, for the sandbox's own containers (and a sandbox started
+            # from this session, whose jobs must not run behind Studio's rules)
+            env[ENGINE_VAR] = state.get("engine") or DEFAULT_ENGINE
         elif state.get("profile") == "studio-docker-off":
             # No Docker socket in the space; the network setting keeps its Studio value.
             env.update(STUDIO_SPACE, DOCKER_HOST=f"unix://{self.run_dir}/no-docker.sock")
             # the sandbox's own containers are still on this machine's engine
-            env[ENGINE_VAR] = state.get("engine") or "unix:///var/run/docker.sock"
+            env[ENGINE_VAR] = state.get("engine") or DEFAULT_ENGINE
         else:
             # Builds and --local containers use the host's network: on the machines the
             # sandbox runs on, nothing but 127.0.0.1 may be reached and Docker runs without
