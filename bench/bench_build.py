@@ -21,10 +21,10 @@ import contextlib
 import io
 import os
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from common import docker, timed
 
 CODE = """\
 import json
@@ -39,17 +39,6 @@ for epoch in range(epochs):
 print("edit", EDIT)
 """
 LINE = "bench-build --file config.json --env MODE=bench --run 'python3 -c \"print(1)\"'"
-
-
-def docker(*args: str) -> None:
-    subprocess.run(["docker", *args], check=True, capture_output=True)
-
-
-def timed(action, *args):
-    """(seconds, result) of ``action(*args)``."""
-    start = time.perf_counter()
-    result = action(*args)
-    return time.perf_counter() - start, result
 
 
 def main() -> None:

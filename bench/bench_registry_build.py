@@ -24,26 +24,16 @@ import contextlib
 import io
 import os
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from common import docker, timed
 
 CODE = """\
 lr = 0.05  # @param
 print("edit", EDIT, lr)
 """
 REQUIREMENTS = ("six==1.16.0", "six==1.17.0")
-
-
-def docker(*args: str) -> None:
-    subprocess.run(["docker", *args], check=True, capture_output=True)
-
-
-def timed(action, *args):
-    start = time.perf_counter()
-    result = action(*args)
-    return time.perf_counter() - start, result
 
 
 def main() -> None:

@@ -266,6 +266,33 @@ def write_layer(entries: Mapping[str, EntryLike], destination_dir: str | os.Path
                  size=compressed.size)
 
 
+def compress_tar(tarball: str | os.PathLike[str], destination_dir: str | os.PathLike[str]) -> Layer:
+    """An existing tar file as a gzip layer in ``destination_dir``, compressed as
+    :func:`write_layer` compresses (no name or time in the header), read in chunks."""
+    import gzip
+    import tempfile
+
+    destination = Path(destination_dir)
+    destination.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=destination, prefix=".layer-", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as raw, open(tarball, "rb") as source:
+            compressed = _HashingWriter(raw)
+            uncompressed = hashlib.sha256()
+            with gzip.GzipFile(filename="", mode="wb", fileobj=compressed,
+                               compresslevel=GZIP_LEVEL, mtime=0) as gz:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    uncompressed.update(chunk)
+                    gz.write(chunk)
+        final = destination / f"{compressed.sha256.hexdigest()}.tar.gz"
+        os.replace(temporary, final)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Layer(path=final, digest="sha256:" + compressed.sha256.hexdigest(),
+                 diff_id="sha256:" + uncompressed.hexdigest(), size=compressed.size)
+
+
 class _HashingWriter:
     """A write-only file that hashes and counts what passes through to ``target``."""
 

@@ -43,7 +43,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -60,6 +59,7 @@ from xml.sax.saxutils import escape
 
 from .account import SANDBOX_ACCOUNT, SANDBOX_REGION, SERVICE_KEY, notebook_principal
 from .policy import Decision, Policy
+from .protocol import read_body
 
 __all__ = ["RECORD_NAME", "Authorization", "Authorizer", "Denial", "Mount", "api_authorizations",
            "is_push", "read_record", "record_path", "registry_authorizations", "registry_mount",
@@ -183,7 +183,7 @@ class Authorizer:
         key = access_key(environ)
         if key is None or key == SERVICE_KEY:
             return None
-        body = _peek_body(environ) if _body_needed(environ) else b""
+        body = read_body(environ) if _body_needed(environ) else b""
         needed, request = api_authorizations(environ, body)
         denial = self.check(needed, request)
         if denial is None:
@@ -224,15 +224,6 @@ def _body_needed(environ: Mapping[str, Any]) -> bool:
         return True
     return (signing_service(environ) == "s3" and environ.get("REQUEST_METHOD") == "POST"
             and "delete" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-
-
-def _peek_body(environ: dict[str, Any]) -> bytes:
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    if not length:
-        return b""
-    body = environ["wsgi.input"].read(length)
-    environ["wsgi.input"] = io.BytesIO(body)  # the handler reads it again
-    return body
 
 
 # ---------------------------------------------------------------- AWS API requests

@@ -178,8 +178,9 @@ def registry_form(log: Callable[[str], None] = lambda _: None) -> RegistryForm:
     sets what the engine's image sets. Raises :class:`BaseImageUnavailable`
     when the root filesystem cannot be built here.
     """
+    from ..layers import compress_tar
+
     tarball = cache_dir() / f"sandbox-base-{SUITE}.tar"
-    compressed = tarball.with_suffix(".tar.gz")
     meta = tarball.with_suffix(".layer.json")
     tarball.parent.mkdir(parents=True, exist_ok=True)
     with open(tarball.with_suffix(".lock"), "w") as lock:
@@ -188,12 +189,16 @@ def registry_form(log: Callable[[str], None] = lambda _: None) -> RegistryForm:
             _build_rootfs_tarball(tarball, log)
         try:
             known = json.loads(meta.read_text())
+            compressed = Path(known["path"])
             if not compressed.is_file() or compressed.stat().st_size != known["size"]:
                 raise ValueError("stale")
         except (OSError, ValueError, KeyError):
             log(f"Compressing {BASE_IMAGE} for the sandbox registry (once)")
-            known = _compress(tarball, compressed)
+            layer = compress_tar(tarball, tarball.parent / "sandbox-base-layer")
+            known = {"path": str(layer.path), "digest": layer.digest, "size": layer.size,
+                     "diff_id": layer.diff_id}
             meta.write_text(json.dumps(known))
+            compressed = layer.path
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
         "config": {"Env": list(BASE_ENV), "Cmd": list(BASE_CMD)},
@@ -207,35 +212,3 @@ def registry_form(log: Callable[[str], None] = lambda _: None) -> RegistryForm:
         "layers": [{"mediaType": LAYER_TYPE, "size": known["size"], "digest": known["digest"]}],
     }, indent=3).encode()
     return RegistryForm(compressed, known["digest"], known["size"], config, manifest)
-
-
-def _compress(tarball: Path, compressed: Path) -> dict:
-    """Gzip ``tarball`` into ``compressed``; its digests (compressed, uncompressed) and size."""
-    import gzip
-
-    raw, packed = hashlib.sha256(), hashlib.sha256()
-    partial = compressed.with_suffix(".partial")
-
-    class _Hashing:
-        def __init__(self, out) -> None:
-            self.out = out
-            self.size = 0
-
-        def write(self, data) -> int:
-            packed.update(data)
-            self.size += len(data)
-            return self.out.write(data)
-
-        def flush(self) -> None:
-            self.out.flush()
-
-    with open(tarball, "rb") as source, open(partial, "wb") as out:
-        hashing = _Hashing(out)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0,
-                           compresslevel=6) as zipped:
-            for chunk in iter(lambda: source.read(1 << 20), b""):
-                raw.update(chunk)
-                zipped.write(chunk)
-    partial.replace(compressed)
-    return {"digest": f"sha256:{packed.hexdigest()}", "size": hashing.size,
-            "diff_id": f"sha256:{raw.hexdigest()}"}

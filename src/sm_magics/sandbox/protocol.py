@@ -114,3 +114,26 @@ def decode_page_token(token: str | None, invalid: ApiError) -> int:
         return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
     except (ValueError, KeyError, TypeError):
         raise invalid from None
+
+
+def read_body(environ: dict[str, Any]) -> bytes:
+    """The request's body, read once and put back for the application behind.
+
+    ``CONTENT_LENGTH`` bytes, or everything when the server marks the input as
+    terminated (a chunked upload); nothing otherwise.
+    """
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > 0:
+        body = stream.read(length)
+    elif environ.get("wsgi.input_terminated"):
+        body = stream.read()
+    else:
+        body = b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import io
 import re
 import secrets
 import string
@@ -61,6 +60,7 @@ from xml.sax.saxutils import escape
 
 from .. import service_rules
 from ..s3uri import MAX_KEY_BYTES, bucket_problem
+from .protocol import read_body
 
 __all__ = ["S3Refusal", "check_s3_request", "s3_error_answer", "s3_operation"]
 
@@ -442,25 +442,6 @@ def _xml_value(shape, node) -> Any:
     return found
 
 
-def _read_body(environ: dict) -> bytes:
-    """The request's body, read once and put back for the application behind."""
-    stream = environ.get("wsgi.input")
-    if stream is None:
-        return b""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > 0:
-        body = stream.read(length)
-    elif environ.get("wsgi.input_terminated"):
-        body = stream.read()
-    else:
-        body = b""
-    environ["wsgi.input"] = io.BytesIO(body)
-    return body
-
-
 def _document(shape, root_name: str, body: bytes) -> dict[str, Any] | None:
     """The structure ``shape`` read from an XML ``body`` whose root is ``root_name``."""
     from xml.etree import ElementTree
@@ -487,17 +468,17 @@ def _body_params(shape, environ: dict) -> dict[str, Any]:
         member = shape.members[payload]
         if member.type_name == "structure":
             root = member.serialization.get("name", payload)
-            value = _document(member, root, _read_body(environ))
+            value = _document(member, root, read_body(environ))
             return {} if value is None else {payload: value}
         if member.type_name == "string":  # PutBucketPolicy: a JSON document
-            body = _read_body(environ)
+            body = read_body(environ)
             return {payload: body.decode("utf-8", "replace")} if body else {}
         return {}  # an object's data: never read here
     in_body = [name for name, member in shape.members.items()
                if not member.serialization.get("location")]
     if not in_body:
         return {}
-    value = _document(shape, shape.serialization.get("name", shape.name), _read_body(environ))
+    value = _document(shape, shape.serialization.get("name", shape.name), read_body(environ))
     return value or {}
 
 

@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from .. import service_rules
-from .protocol import ApiError
+from .protocol import ApiError, read_body
 
 __all__ = ["LOG_VARIABLE", "ValidatedRequests", "service_model", "validate_request"]
 
@@ -140,7 +140,7 @@ class ValidatedRequests:
 
         from .wire import WireError, cbor_decode
 
-        body = _peek(environ)
+        body = read_body(environ)
         try:
             request = cbor_decode(body) if cbor and body else (
                 {} if cbor else json.loads(body or b"{}"))
@@ -159,7 +159,7 @@ class ValidatedRequests:
 
         form_body = environ.get("CONTENT_TYPE", "").startswith(
             "application/x-www-form-urlencoded")
-        text = (_peek(environ).decode("utf-8", "replace") if form_body
+        text = (read_body(environ).decode("utf-8", "replace") if form_body
                 else environ.get("QUERY_STRING", ""))
         form = parse_qs(text, keep_blank_values=True)
         operation = (form.get("Action") or [""])[-1]
@@ -189,16 +189,6 @@ class ValidatedRequests:
             return s3_error_answer(refusal, environ, start_response)
         _note(f"{called} accepted")
         return self.app(environ, start_response)
-
-
-def _peek(environ: dict[str, Any]) -> bytes:
-    """The request body, put back for the application behind."""
-    import io
-
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
-    environ["wsgi.input"] = io.BytesIO(body)
-    return body
 
 
 def _code(service: str, exc: ApiError) -> str:
