@@ -51,7 +51,8 @@ def docker_run(client, uri: str) -> float:
     return time.perf_counter() - started
 
 
-def executor_job(sagemaker, uri: str, role: str) -> tuple[float, dict]:
+def executor_job(sagemaker, uri: str, role: str, instances: int = 1) -> tuple[float, dict]:
+    """Seconds from CreateTrainingJob to Completed, and the job's description."""
     name = f"bench-{uuid.uuid4().hex[:12]}"
     started = time.perf_counter()
     sagemaker.create_training_job(
@@ -59,7 +60,8 @@ def executor_job(sagemaker, uri: str, role: str) -> tuple[float, dict]:
         AlgorithmSpecification={"TrainingImage": uri, "TrainingInputMode": "File"},
         RoleArn=role,
         OutputDataConfig={"S3OutputPath": "s3://bench/output"},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": instances,
+                        "VolumeSizeInGB": 1},
         StoppingCondition={"MaxRuntimeInSeconds": 600},
     )
     while True:

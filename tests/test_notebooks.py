@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -145,3 +146,32 @@ def test_own_dockerfile_runs_locally_and_as_a_job(tmp_path, profile):
     assert "'label': 'sagemaker'" in summaries[1] and "'count': 100" in summaries[1]
     final = next(out for first, out in outputs if first.startswith("job.describe()"))
     assert "'MetricName': 'mean'" in final and "'Value': 50.5" in final
+
+
+def test_distributed_training_shards_data_over_two_hosts_and_a_spot_job_resumes(tmp_path):
+    notebook = execute("distributed-training.ipynb", tmp_path)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    outputs = {c.source.splitlines()[0]: text_of(c) for c in code}
+    sandbox_job = outputs["job = %sm_train linefit --instance-count 2 --input train:sharded=shards "
+                          "--wait"]
+    assert ": Completed (Completed)" in sandbox_job and "metrics: slope=2.99" in sandbox_job
+    logs = outputs["%sm_logs {job.name}"]
+    assert "[algo-1] algo-1: 4 files, 1000 rows" in logs
+    assert "[algo-2] algo-2: 4 files, 1000 rows" in logs
+    assert "[algo-1] algo-1: got 1000 rows from algo-2" in logs
+    fit = outputs["import json"]
+    assert "'rows': 2000" in fit and "'hosts': ['algo-1', 'algo-2']" in fit
+    billable, training = ast.literal_eval(outputs["described = job.describe()"])
+    assert billable == 2 * training
+    local = outputs["local_fit = json.loads((local_job.download_model(\"model-local\") / "
+                    "\"line.json\").read_text())"]
+    assert local.startswith("(True,") and "'rows': 2000" in local
+    phases = outputs["spot_job.wait()"]
+    assert phases.replace("\n", "").replace(" ", "") == str(
+        ["Starting", "Downloading", "Training", "Interrupted", "Starting", "Downloading",
+         "Training", "Uploading", "Completed"]).replace(" ", "")
+    resumed = {host: int(n) for host, n in re.findall(
+        r"'(algo-\d)\.json': \{'resumed_after': (\d+)\}", outputs["folder = spot_job."
+                                                                   "download_model(\"model-spot\")"])}
+    assert sorted(resumed) == ["algo-1", "algo-2"]
+    assert all(3 <= n < 20 for n in resumed.values()), resumed

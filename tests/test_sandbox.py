@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -227,9 +228,14 @@ def test_sm_sandbox_points_plain_boto3_at_the_sandbox_and_stop_restores(
         ("", "%sm_sandbox: the following arguments are required: action. "
              "See `%sm_sandbox?` for the options."),
         ("restart", "%sm_sandbox: option action: invalid choice: 'restart' (choose from "
-                    "'start', 'stop', 'status'). See `%sm_sandbox?` for the options."),
+                    "'start', 'stop', 'status', 'interrupt'). See `%sm_sandbox?` for the options."),
         ("start --port 1", "%sm_sandbox: unrecognized arguments: --port 1. "
                            "See `%sm_sandbox?` for the options."),
+        ("interrupt", "%sm_sandbox interrupt: name the running spot job to interrupt, e.g. "
+                      "`%sm_sandbox interrupt fraud-20261124-101500-ab12` (`%sm_jobs` lists the "
+                      "jobs)."),
+        ("status fraud-1", "%sm_sandbox status: takes no job name (fraud-1); only "
+                           "`%sm_sandbox interrupt JOB` does."),
     ],
 )
 def test_bad_sm_sandbox_lines_give_the_exact_usage_error(ip, line, message):
@@ -284,3 +290,40 @@ def test_json_requests_that_break_the_service_model_are_refused_as_aws_does(sand
         logs.create_log_group(logGroupName="bad name with spaces")
     assert refused.value.response["Error"]["Code"] == "ValidationException"
     assert "logGroupName" in refused.value.response["Error"]["Message"]
+
+
+# ---------------------------------------------------------------- spot interruptions
+
+
+def test_interrupting_a_job_the_sandbox_does_not_have_is_a_usage_error(sandbox):
+    with pytest.raises(UsageError) as err:
+        sandbox.interrupt_spot("no-such-job-20261124-101500-ab12")
+    assert type(err.value) is UsageError
+    assert str(err.value) == (
+        "The sandbox did not interrupt the training job no-such-job-20261124-101500-ab12: "
+        "Requested resource not found. Only a running job of this sandbox started with --spot "
+        "can be interrupted (`%sm_jobs` lists the jobs).")
+
+
+def test_the_spot_interruption_route_takes_only_post(sandbox):
+    from sm_magics.sandbox.gateway import SPOT_INTERRUPTIONS_PATH
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://127.0.0.1:{sandbox.state()['api']['port']}{SPOT_INTERRUPTIONS_PATH}"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        opener.open(url, timeout=10)
+    assert err.value.code == 405
+    assert err.value.headers["Allow"] == "POST"
+    assert json.loads(err.value.read())["__type"] == "MethodNotAllowed"
+
+
+def test_an_endpoint_without_training_jobs_answers_spot_interruptions_404():
+    from werkzeug.test import Client
+
+    from sm_magics.sandbox.gateway import SPOT_INTERRUPTIONS_PATH, build_app
+
+    answer = Client(build_app()).post(SPOT_INTERRUPTIONS_PATH,
+                                      json={"TrainingJobName": "fraud-1"})
+    assert answer.status_code == 404
+    assert answer.get_json() == {"__type": "ResourceNotFound",
+                                 "message": "This sandbox endpoint runs no training jobs."}

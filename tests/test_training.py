@@ -355,3 +355,151 @@ def test_attach_from_a_new_kernel_shows_the_finished_job(trained, tmp_path):
     panel = cells[1].outputs[0]["data"]
     assert f"Training job {run.name}: Completed" in panel["text/plain"]
     assert run.model_data in panel["text/html"]
+
+
+# ---------------------------------------------------------------- plans checked before anything
+
+
+IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-fraud:1a2b3c4d"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
+STUDIO = "SageMaker Studio (its Docker allows no other)"
+
+
+class PlanningAws:
+    """What ``training.plan`` reads of an AWS context: settings of the test's choosing.
+
+    Every client asked for is recorded, so a test sees that planning sent nothing.
+    """
+
+    account = "123456789012"
+    role = None
+
+    def __init__(self, docker_network: str | None = None, source: str = "%sm_config") -> None:
+        from sm_magics import config
+
+        session = {"region": ("us-east-1", "%sm_config"), "role": (ROLE, "%sm_config"),
+                   "bucket": ("team-bucket", "%sm_config")}
+        platform = {}
+        if source == STUDIO:
+            platform["docker_network"] = (docker_network, source)
+        elif docker_network is not None:
+            session["docker_network"] = (docker_network, source)
+        self.settings = config.resolve(session=session, environ={}, sdk_defaults={},
+                                       platform=platform)
+        self.clients: list[str] = []
+
+    def client(self, service: str, **_):
+        self.clients.append(service)
+        raise AssertionError(f"planning asked for a {service} client")
+
+
+def planned(aws, *inputs: str, **options):
+    from sm_magics import training
+    from sm_magics.params import ParameterSets
+
+    return training.plan(aws, training.TrainOptions(IMAGE_URI, inputs=inputs, **options), {},
+                         ParameterSets())
+
+
+def test_sharded_and_replicated_inputs_are_each_channels_s3_distribution(tmp_path):
+    from sm_magics import training
+
+    local = tmp_path / "eval"
+    local.mkdir()
+    (local / "eval.csv").write_text("a,b\n1,2\n")
+    aws = PlanningAws()
+    job = planned(aws, "train:sharded=s3://data-bucket/shards/", "vocab=s3://data-bucket/vocab/",
+                  f"eval:replicated={local}", instance_count=4)
+
+    assert job.distributions == {"train": "ShardedByS3Key", "vocab": "FullyReplicated",
+                                 "eval": "FullyReplicated"}
+    assert job.s3_inputs == {"train": "s3://data-bucket/shards/",
+                             "vocab": "s3://data-bucket/vocab/"}
+    assert job.local_inputs == {"eval": local}
+    request = training.create_request(job, "s3://team-bucket/p/params/abc.json", {
+        **job.s3_inputs, "eval": "s3://team-bucket/p/inputs/eval/"}, "s3://team-bucket/out")
+
+    def channel(name, uri, distribution, **extra):
+        return {"ChannelName": name, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": distribution}},
+            "InputMode": "File", **extra}
+
+    assert request["InputDataConfig"] == [
+        channel("params", "s3://team-bucket/p/params/abc.json", "FullyReplicated",
+                ContentType="application/json"),
+        channel("eval", "s3://team-bucket/p/inputs/eval/", "FullyReplicated"),
+        channel("train", "s3://data-bucket/shards/", "ShardedByS3Key"),
+        channel("vocab", "s3://data-bucket/vocab/", "FullyReplicated"),
+    ]
+    assert request["ResourceConfig"]["InstanceCount"] == 4
+    assert aws.clients == []
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (["train:shard=s3://data-bucket/x/"],
+         "--input train:shard=s3://data-bucket/x/: 'shard' is not a way to distribute a channel. "
+         "Did you mean `--input train:sharded=s3://data-bucket/x/`? Write train:sharded=... to "
+         "give each instance about 1/N of the channel's S3 objects, or train:replicated=... (the "
+         "default) to give every instance all of them."),
+        (["train:FullyReplicated=data"],
+         "--input train:FullyReplicated=data: 'FullyReplicated' is not a way to distribute a "
+         "channel. Did you mean `--input train:replicated=data`? Write train:sharded=... to give "
+         "each instance about 1/N of the channel's S3 objects, or train:replicated=... (the "
+         "default) to give every instance all of them."),
+        (["train:=s3://data-bucket/x/"],
+         "--input train:=s3://data-bucket/x/: nothing after ':' is not a way to distribute a "
+         "channel. Write train:sharded=... to give each instance about 1/N of the channel's S3 "
+         "objects, or train:replicated=... (the default) to give every instance all of them."),
+        (["train=s3://data-bucket/a/", "train:sharded=s3://data-bucket/b/"],
+         "--input: the channel 'train' is given twice."),
+        ([":sharded=s3://data-bucket/x/"],
+         "--input :sharded=s3://data-bucket/x/: write CHANNEL=PATH or CHANNEL=s3://bucket/prefix, "
+         "e.g. `--input train=data/train` (or `--input train:sharded=...` to give each instance a "
+         "share of the files)."),
+        (["params:sharded=s3://data-bucket/x/"],
+         "--input params:sharded=s3://data-bucket/x/: the channel name 'params' carries the "
+         "parameters; choose another name."),
+        (["my/train:sharded=s3://data-bucket/x/"],
+         "--input my/train:sharded=s3://data-bucket/x/: SageMaker channel names may hold"),
+    ],
+)
+def test_bad_input_distributions_are_usage_errors_before_anything_is_sent(inputs, message):
+    aws = PlanningAws()
+    with pytest.raises(UsageError) as err:
+        planned(aws, *inputs, instance_count=2)
+    assert type(err.value) is UsageError
+    assert str(err.value).startswith(message)
+    assert aws.clients == []
+
+
+LOCAL_HOSTS = (
+    "--local --instance-count 2: the hosts of a local multi-host job run on the host's network, "
+    "where they find each other as algo-1 to algo-2, but the docker_network setting is '{}' "
+    "(from {}); SageMaker Studio's local mode does not run multi-container jobs. Run the job in "
+    "the sandbox (`%sm_sandbox start`, then %sm_train without --local) or on SageMaker without "
+    "--local, or set `%sm_config --docker-network host` where your Docker engine allows the "
+    "host's network (SageMaker Studio's does not).")
+
+
+@pytest.mark.parametrize(("network", "source"), [("sagemaker", STUDIO),
+                                                 ("bridge", "%sm_config")])
+def test_a_local_multi_host_job_off_the_hosts_network_is_refused(network, source):
+    aws = PlanningAws(network, source)
+    with pytest.raises(UsageError) as err:
+        planned(aws, local=True, instance_count=2)
+    assert type(err.value) is UsageError
+    assert str(err.value) == LOCAL_HOSTS.format(network, source)
+    assert aws.clients == []
+
+
+@pytest.mark.parametrize(("network", "local", "count"), [
+    (None, True, 3), ("host", True, 3), ("sagemaker", True, 1), ("sagemaker", False, 3)])
+def test_local_multi_host_jobs_plan_on_the_hosts_network_and_jobs_elsewhere_plan_anywhere(
+        network, local, count):
+    aws = PlanningAws(network)
+    job = planned(aws, "train:sharded=s3://data-bucket/x/", local=local, instance_count=count)
+    assert job.instance_count == count
+    assert job.distributions == {"train": "ShardedByS3Key"}
+    assert aws.clients == []

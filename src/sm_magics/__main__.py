@@ -6,12 +6,14 @@ Example::
     $ eval "$(python -m sm_magics sandbox env)"   # point this shell's aws/boto3 at it
     $ python -m sm_magics sandbox stop
     $ python -m sm_magics sandbox base-image      # build the offline base image now
+    $ python -m sm_magics sandbox interrupt fraud-20261124-101500-ab12   # reclaim its spot hosts
     $ python -m sm_magics run-notebook notebooks/quickstart.ipynb --output out.ipynb
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -25,7 +27,13 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     sandbox = commands.add_parser("sandbox", help="The offline sandbox's services.")
-    sandbox.add_argument("action", choices=["start", "stop", "status", "env", "base-image"])
+    sandbox.add_argument("action", choices=["start", "stop", "status", "env", "base-image",
+                                            "interrupt"])
+    sandbox.add_argument("job", nargs="?", metavar="JOB",
+                         help="With interrupt: the running managed-spot training job to "
+                              "interrupt as EC2 reclaiming its spot capacity would: its hosts "
+                              "get SIGTERM, the job shows Interrupted, then restarts and finds "
+                              "its checkpoints.")
     sandbox.add_argument("--profile", choices=["plain", "studio"], default=None,
                          help="With start: studio meets SageMaker Studio's Docker rules.")
     sandbox.add_argument("--policy", metavar="FILE", default=None,
@@ -40,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run-notebook":
         return run_notebook(args.path, args.output, args.timeout)
+    if (args.action == "interrupt") != bool(args.job):
+        sandbox.error("name the job to interrupt: sandbox interrupt JOB"
+                      if args.action == "interrupt" else
+                      f"only interrupt takes a job name ({args.job})")
 
+    from .errors import RemoteFailure
     from .sandbox import Sandbox
 
     box = Sandbox(profile=args.profile, policy=args.policy)
@@ -65,12 +78,17 @@ def main(argv: list[str] | None = None) -> int:
             status = box.status()
             print(repr(status))
             return 0 if status.running else 3
+        elif args.action == "interrupt":
+            print(json.dumps(box.interrupt_spot(args.job), indent=1))
         else:
             for key, value in box.environment().items():
                 print(f"export {key}={shlex.quote(value)}")
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RemoteFailure as exc:
+        print("\n".join(exc.render_lines()), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,11 +5,16 @@ mounted at ``/opt/ml``::
 
     /opt/ml/input/config/hyperparameters.json   string values, as the API passes them
     /opt/ml/input/config/inputdataconfig.json   one entry per channel
-    /opt/ml/input/config/resourceconfig.json    current host and hosts
+    /opt/ml/input/config/resourceconfig.json    this host, and every host of the job
     /opt/ml/input/data/<channel>/...            the channel's files (File mode)
     /opt/ml/model/                              the model, packed as model.tar.gz afterwards
     /opt/ml/output/data/                        other output, packed as output.tar.gz
     /opt/ml/output/failure                      the reason, when the program fails
+
+A job on N instances runs the image on N hosts, ``algo-1`` … ``algo-N``, each
+with a directory of its own: the same files, but ``current_host`` and the
+channels' content may differ (a ``ShardedByS3Key`` channel gives each host its
+share of the objects, :func:`download_channel`).
 
 This module lays out that directory on the host, fills channels from S3,
 runs the image on the local Docker engine (on the Docker network it is given,
@@ -53,7 +58,9 @@ __all__ = [
     "download_channel",
     "ensure_image",
     "pack_directory",
+    "host_names",
     "toolkit_environment",
+    "upload_changed",
     "upload_directory",
 ]
 
@@ -63,6 +70,19 @@ LABEL = "sm-magics.training-run"
 _FAILURE_LIMIT = 1024
 _PULL_LOCKS: dict[str, threading.Lock] = {}
 _PULL_LOCKS_GUARD = threading.Lock()
+
+
+def host_names(count: int) -> list[str]:
+    """The hosts of a job on ``count`` instances, in their order: ``algo-1`` … ``algo-N``.
+
+    ``resourceconfig.json`` lists them sorted lexicographically, as SageMaker's
+    "Distributed Training Configuration" documents (``algo-10`` before ``algo-2``);
+    the number in the name is the host's rank.
+
+    >>> host_names(3)
+    ['algo-1', 'algo-2', 'algo-3']
+    """
+    return [f"algo-{number}" for number in range(1, count + 1)]
 
 
 @dataclass(frozen=True)
@@ -86,25 +106,32 @@ class OptMl:
         hyperparameters: Mapping[str, str] | None = None,
         channels: Mapping[str, Mapping[str, str]] | None = None,
         instance_type: str = "local",
+        current_host: str = CURRENT_HOST,
+        hosts: list[str] | None = None,
     ) -> OptMl:
         """Make the directories and write the three configuration files.
 
         ``channels`` maps a channel name to its ``inputdataconfig.json`` entry
         (``ContentType``, ``TrainingInputMode``...); missing keys get the
         values SageMaker writes for a File-mode, fully replicated channel.
+        ``current_host`` is the host this directory is for, ``hosts`` every
+        host of the job (default: ``current_host`` alone); ``resourceconfig.json``
+        lists them sorted lexicographically, in one instance group, as SageMaker
+        writes it ("Distributed Training Configuration", SageMaker developer guide).
         """
+        every_host = sorted(hosts or [current_host])
         input_data_config = {
             name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
                    "RecordWrapperType": "None", **dict(entry)}
             for name, entry in (channels or {}).items()
         }
         resource_config = {
-            "current_host": CURRENT_HOST,
+            "current_host": current_host,
             "current_instance_type": instance_type,
             "current_group_name": "homogeneousCluster",
-            "hosts": [CURRENT_HOST],
+            "hosts": every_host,
             "instance_groups": [{"instance_group_name": "homogeneousCluster",
-                                 "instance_type": instance_type, "hosts": [CURRENT_HOST]}],
+                                 "instance_type": instance_type, "hosts": every_host}],
             "network_interface_name": "eth0",
         }
         layout = cls(Path(root), {k: str(v) for k, v in (hyperparameters or {}).items()},
@@ -227,7 +254,8 @@ def _ensure_image(client, reference: str) -> None:
         client.images.get(reference)  # raises ImageNotFound when there is no local copy
 
 
-def download_channel(s3, uri: str, target: Path, data_type: str = "S3Prefix") -> int:
+def download_channel(s3, uri: str, target: Path, data_type: str = "S3Prefix",
+                     shard: tuple[int, int] | None = None) -> int:
     """Copy a channel's S3 data into ``target``; return the number of files.
 
     ``S3Prefix``: the object named by ``uri`` when one exists, else every
@@ -235,33 +263,56 @@ def download_channel(s3, uri: str, target: Path, data_type: str = "S3Prefix") ->
     ``ManifestFile``: the manifest's first element is ``{"prefix": "s3://..."}``,
     the others are keys relative to it.
 
+    ``shard=(index, count)`` copies only host ``index``'s share (0-based) of a
+    ``ShardedByS3Key`` channel on ``count`` hosts. SageMaker documents that each
+    of n instances gets "approximately 1/n of the number of S3 objects"
+    (S3DataSource, ``S3DataDistributionType``, API reference), not which ones:
+    here the objects are dealt out in key order (S3's listing order, or the
+    manifest's), the first to host 0, the second to host 1 and so on, so every
+    object goes to exactly one host and a host may get none when there are
+    fewer objects than hosts.
+
     >>> download_channel(boto3.client("s3"), "s3://bucket/data/train/", Path("/tmp/train"))
     3
+    >>> download_channel(s3, "s3://bucket/data/train/", Path("/tmp/algo-2"), shard=(1, 2))
+    1
     """
+    index, count = shard or (0, 1)
+
+    def mine(position: int) -> bool:
+        return position % count == index
+
     bucket, key = split_s3_uri(uri)
     if data_type == "ManifestFile":
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         prefix_bucket, prefix = split_s3_uri(manifest[0]["prefix"])
-        for relative in manifest[1:]:
+        entries = [relative for position, relative in enumerate(manifest[1:]) if mine(position)]
+        for relative in entries:
             _download(s3, prefix_bucket, prefix + relative, target / relative)
-        return len(manifest) - 1
+        return len(entries)
     if key and not key.endswith("/"):
         try:
             s3.head_object(Bucket=bucket, Key=key)
         except s3.exceptions.ClientError:
             pass
         else:
+            if not mine(0):
+                return 0
             _download(s3, bucket, key, target / key.rsplit("/", 1)[-1])
             return 1
-    count = 0
+    count_copied = 0
+    position = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
         for item in page.get("Contents", []):
             if item["Key"].endswith("/"):
                 continue
+            position += 1
+            if not mine(position - 1):
+                continue
             relative = item["Key"][len(key):].lstrip("/")
             _download(s3, bucket, item["Key"], target / relative)
-            count += 1
-    return count
+            count_copied += 1
+    return count_copied
 
 
 def _download(s3, bucket: str, key: str, destination: Path) -> None:
@@ -282,6 +333,41 @@ def upload_directory(s3, directory: Path, uri: str) -> int:
     for path in files:
         s3.upload_file(str(path), bucket, prefix + path.relative_to(directory).as_posix())
     return len(files)
+
+
+def upload_changed(s3, directory: Path, uri: str, sent: dict[str, tuple[int, int]]) -> int:
+    """Copy the files under ``directory`` that are new or changed since ``sent`` to ``uri``.
+
+    ``sent`` maps a file's path to the ``(size, mtime_ns)`` it had when it was
+    last copied, and is updated; a file that disappears meanwhile is skipped.
+    This is how checkpoints reach S3 while a job runs. Returns the number of
+    files copied.
+
+    >>> sent = {}
+    >>> upload_changed(s3, Path("/tmp/checkpoints"), "s3://bucket/ckpt", sent)
+    2
+    >>> upload_changed(s3, Path("/tmp/checkpoints"), "s3://bucket/ckpt", sent)
+    0
+    """
+    bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
+    copied = 0
+    for path in sorted(directory.rglob("*")):
+        try:
+            if not path.is_file():
+                continue
+            status = path.stat()
+        except OSError:  # removed while the directory was read
+            continue
+        signature = (status.st_size, status.st_mtime_ns)
+        if sent.get(str(path)) == signature:
+            continue
+        try:
+            s3.upload_file(str(path), bucket, prefix + path.relative_to(directory).as_posix())
+        except FileNotFoundError:
+            continue
+        sent[str(path)] = signature
+        copied += 1
+    return copied
 
 
 def pack_directory(directory: Path, tarball: Path) -> int:
@@ -359,6 +445,9 @@ class ContainerRun:
     variables) wins over them.
     ``mounts`` adds host directories by their path inside the container (for
     example ``{"/opt/ml/checkpoints": Path("/tmp/job/checkpoints")}``).
+    ``hostname`` is the container's host name (``algo-2`` for a job's second
+    host) and ``extra_hosts`` adds names to its ``/etc/hosts``
+    (``{"algo-1": "127.0.0.1"}``).
 
     >>> run = ContainerRun(client, "127.0.0.1:5000/fraud:abc", layout, on_line=print)
     >>> threading.Timer(60, run.stop).start()
@@ -379,9 +468,13 @@ class ContainerRun:
         mounts: Mapping[str, Path] | None = None,
         stop_grace: float = 10.0,
         network: str | None = None,
+        hostname: str | None = None,
+        extra_hosts: Mapping[str, str] | None = None,
     ) -> None:
         self.client = client
         self.network = network
+        self.hostname = hostname
+        self.extra_hosts = dict(extra_hosts or {})
         self.mounts = {CONTAINER_ROOT: layout.root, **(mounts or {})}
         self.image = image
         self.layout = layout
@@ -445,6 +538,8 @@ class ContainerRun:
             command=["train"],
             environment=self.environment,
             **({"network_mode": self.network} if self.network else {}),
+            **({"hostname": self.hostname} if self.hostname else {}),
+            **({"extra_hosts": self.extra_hosts} if self.extra_hosts else {}),
             labels=self.labels,
             volumes={str(Path(host).resolve()): {"bind": inside, "mode": "rw"}
                      for inside, host in self.mounts.items()},

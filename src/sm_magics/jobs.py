@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RemoteFailure, usage_error
-from .jobstate import JobSnapshot, MetricsTable, duration, seconds, status_is_terminal
+from .jobstate import (
+    JobSnapshot,
+    MetricsTable,
+    duration,
+    host_of_stream,
+    seconds,
+    status_is_terminal,
+)
 from .s3uri import split_s3_uri
 from .table import Table
 from .watcher import JobWatcher, SageMakerJobs
@@ -97,14 +104,17 @@ class TrainingRun:
     def logs(self) -> list[str]:
         """All log lines of the job so far (every instance and restart), in time order.
 
+        A job on several instances has each line start with its host, ``[algo-2] ...``.
+
         Every stream is read to its end, however CloudWatch Logs pages it.
 
         >>> run.logs()[-1]                                          # doctest: +SKIP
         'epoch 10: loss 0.031'
         """
-        reader = self.jobs.log_reader(
-            self.name, self.describe().get("ResourceConfig", {}).get("InstanceCount", 1))
-        return [line.message for line in reader.poll(to_end=True)]
+        instances = self.describe().get("ResourceConfig", {}).get("InstanceCount", 1)
+        reader = self.jobs.log_reader(self.name, instances)
+        return [f"[{host_of_stream(line.stream)}] {line.message}" if instances > 1
+                else line.message for line in reader.poll(to_end=True)]
 
     def download_model(self, directory: str | Path = "model") -> Path:
         """Download ``model.tar.gz`` and unpack it into ``directory``; returns that folder.

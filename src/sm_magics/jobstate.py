@@ -32,6 +32,7 @@ __all__ = [
     "MetricsTable",
     "console_host",
     "duration",
+    "host_of_stream",
     "metric_point",
     "seconds",
     "status_is_terminal",
@@ -164,6 +165,17 @@ class MetricsTable(list):
 
     def _repr_html_(self) -> str:
         return self.table()._repr_html_()
+
+
+def host_of_stream(stream: str) -> str:
+    """The host that wrote a log stream ``<job>/algo-N-<epoch seconds>``.
+
+    >>> host_of_stream("fraud-20261124-101500-ab12/algo-2-1764000000")
+    'algo-2'
+    """
+    name = stream.rsplit("/", 1)[-1]
+    host, _, started = name.rpartition("-")
+    return host if host and started.isdigit() else name
 
 
 def clean_line(message: str) -> str:

@@ -29,7 +29,10 @@ __all__ = ["LocalJobs", "LocalLogReader"]
 
 
 class LocalLogReader:
-    """Reads a local job's output incrementally, like :class:`~sm_magics.cloudwatch.LogReader`."""
+    """Reads a local job's output incrementally, like :class:`~sm_magics.cloudwatch.LogReader`.
+
+    Lines carry their stream, ``<job>/algo-N-<epoch seconds>``, as in CloudWatch Logs.
+    """
 
     requests = 0  # no API is asked
 
@@ -37,14 +40,15 @@ class LocalLogReader:
         self.sink = sink
         self.name = name
         self.position = 0
-        self.tokens = {f"{name}/algo-1": None}
+        self.tokens: dict[str, None] = {}  # the streams seen, as LogReader keeps them
 
     def poll(self, *, to_end: bool = False) -> list[LogLine]:
         """New lines since the last call; every read is complete (memory holds them all)."""
         events = self.sink.events(self.name, self.position)
         self.position += len(events)
-        stream = next(iter(self.tokens))
-        return [LogLine(stream, at / 1000, line) for at, line in events]
+        for stream, _, _ in events:
+            self.tokens.setdefault(stream, None)
+        return [LogLine(stream, at / 1000, line) for stream, at, line in events]
 
 
 class LocalJobs:

@@ -227,7 +227,9 @@ class SageMakerMagics(Magics, Configurable):
     # ------------------------------------------------------------ %sm_sandbox
 
     @magic_arguments()
-    @argument("action", choices=["start", "stop", "status"], help="What to do.")
+    @argument("action", choices=["start", "stop", "status", "interrupt"], help="What to do.")
+    @argument("job", nargs="?", metavar="JOB",
+              help="With interrupt: the running managed-spot training job to interrupt.")
     @argument("--profile", metavar="NAME",
               help="With start: plain (the default), or studio to meet SageMaker Studio's "
                    "Docker rules (API 1.41, network sagemaker) as a Studio space does.")
@@ -245,15 +247,29 @@ class SageMakerMagics(Magics, Configurable):
             %sm_sandbox start --profile studio   # as in a SageMaker Studio space with Docker
             %sm_sandbox start --policy AmazonSageMakerFullAccess   # as the default role may
             %sm_sandbox status
+            %sm_sandbox interrupt fraud-20261124-101500-ab12   # as if EC2 reclaimed its spot hosts
             %sm_sandbox stop      # stops what start started and restores the environment
 
         The services run on 127.0.0.1 only and need a Docker engine. They keep
         running when the kernel restarts; `%sm_sandbox start` finds them again.
+
+        `interrupt JOB` interrupts a running managed-spot job (`%sm_train --spot`) as
+        EC2 reclaiming its spot capacity would: its hosts get SIGTERM, the job shows
+        Interrupted, then restarts and finds its checkpoints.
         """
         args = parse(self.sm_sandbox, line, "sm_sandbox")
+        if args.action == "interrupt" and not args.job:
+            raise usage_error(
+                "%sm_sandbox interrupt: name the running spot job to interrupt, e.g. "
+                "`%sm_sandbox interrupt fraud-20261124-101500-ab12` (`%sm_jobs` lists the jobs).")
+        if args.action != "interrupt" and args.job:
+            raise usage_error(f"%sm_sandbox {args.action}: takes no job name ({args.job}); only "
+                              "`%sm_sandbox interrupt JOB` does.")
         from .sandbox import Sandbox
 
         box = Sandbox(profile=args.profile, policy=args.policy)
+        if args.action == "interrupt":
+            return box.interrupt_spot(args.job)
         if args.action == "start":
             status = box.start(log=print)
             self.session.save_environment(box.apply_environment())
@@ -414,7 +430,10 @@ class SageMakerMagics(Magics, Configurable):
     @argument("--hp", nargs="+", action="extend", default=[], metavar="K=V",
               help="Parameters given here, winning over everything else.")
     @argument("--input", nargs="+", action="extend", default=[], dest="inputs",
-              metavar="CHANNEL=PATH_OR_S3", help="Input channels: local paths are synced to S3.")
+              metavar="CHANNEL[:sharded]=PATH_OR_S3",
+              help="Input channels: local paths are synced to S3. Every instance gets all of "
+                   "a channel's files (CHANNEL:replicated=..., the default); with "
+                   "CHANNEL:sharded=... each of N instances gets about 1/N of them.")
     @argument("--output", metavar="S3URI", help="Where model.tar.gz goes.")
     @setting_argument("instance_type")
     @argument("--instance-count", type=int, default=1, help="Number of instances.")
@@ -444,14 +463,18 @@ class SageMakerMagics(Magics, Configurable):
             job = %sm_train fraud --params fraud --hp n_estimators=400 --input train=data/
             job.wait()
             job.model_data, job.metrics
+            # 4 hosts: each reads about a quarter of the objects under shards/, and all of vocab
+            %sm_train fraud --instance-count 4 --input train:sharded=s3://bucket/shards/ vocab=vocab
 
         Parameters are resolved (`# @param` defaults < --params sets < --hp), written to
         S3 once per distinct content, and reach the code typed; values too big for
         SageMaker's hyperparameters travel only in the `params` channel (a note names
         them once). Local --input folders are synced to S3 (only changed files are
-        uploaded). The panel shows the phases, logs, metrics and a Stop button, while
-        the notebook stays free; with --wait the cell blocks and fails when the job
-        fails. Returns a TrainingRun.
+        uploaded). Every instance gets all of a channel's files, unless it is given as
+        CHANNEL:sharded=..., which splits its S3 objects between the instances. The
+        panel shows the phases, logs, metrics and a Stop button, while the notebook
+        stays free; with --wait the cell blocks and fails when the job fails. Returns a
+        TrainingRun.
         """
         args = parse(self.sm_train, line, "sm_train")
         from . import training

@@ -38,6 +38,9 @@ _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 _REPOSITORY = re.compile(r"^[^/]+/(.+?)(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
 DEFAULT_MAX_RUN = 24 * 3600
 RESERVED_CHANNEL = "params"
+# How ``--input CHANNEL:WORD=...`` spreads a channel's S3 objects over the instances.
+DEFAULT_DISTRIBUTION = "FullyReplicated"
+DISTRIBUTIONS = {"replicated": DEFAULT_DISTRIBUTION, "sharded": "ShardedByS3Key"}
 NOTEBOOK_TAG = "sm-magics:notebook"
 # What stands for values that exist only once start() runs, while the request is checked:
 # an account id (the default bucket's name keeps its length) and a role.
@@ -162,7 +165,12 @@ class TrainOptions:
 
 @dataclass
 class JobPlan:
-    """A checked job, ready to start: nothing has been created yet."""
+    """A checked job, ready to start: nothing has been created yet.
+
+    ``distributions`` maps each ``--input`` channel to its S3DataDistributionType:
+    ``ShardedByS3Key`` (each instance gets about 1/N of the objects) or
+    ``FullyReplicated`` (every instance gets all of them).
+    """
 
     name: str
     container: str
@@ -171,6 +179,7 @@ class JobPlan:
     params: dict[str, Any]
     local_inputs: dict[str, Path] = field(default_factory=dict)
     s3_inputs: dict[str, str] = field(default_factory=dict)
+    distributions: dict[str, str] = field(default_factory=dict)
     output: str | None = None
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
@@ -262,6 +271,8 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
         raise usage_error(f"--instance-type: {problem}")
     if options.instance_count < 1:
         raise usage_error("--instance-count: give 1 or more instances.")
+    if options.local and options.instance_count > 1:
+        _check_local_hosts(settings, options.instance_count)
     if not 1 <= options.volume_size <= 16384:
         raise usage_error("--volume-size: give a size in GB between 1 and 16384.")
     max_run = parse_duration(options.max_run, "--max-run") if options.max_run else DEFAULT_MAX_RUN
@@ -279,17 +290,20 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
 
     local_inputs: dict[str, Path] = {}
     s3_inputs: dict[str, str] = {}
+    distributions: dict[str, str] = {}
     for item in options.inputs:
-        channel, sep, where = item.partition("=")
-        if not sep or not channel or not where:
+        channel, word, where = _input_parts(item)
+        if not channel or not where:
             raise usage_error(
                 f"--input {item}: write CHANNEL=PATH or CHANNEL=s3://bucket/prefix, e.g. "
-                "`--input train=data/train`.")
+                "`--input train=data/train` (or `--input train:sharded=...` to give each "
+                "instance a share of the files).")
         if channel == RESERVED_CHANNEL:
             raise usage_error(f"--input {item}: the channel name 'params' carries the "
                               "parameters; choose another name.")
-        if channel in local_inputs or channel in s3_inputs:
+        if channel in distributions:
             raise usage_error(f"--input: the channel '{channel}' is given twice.")
+        distributions[channel] = _distribution(item, channel, word)
         if where.startswith("s3://"):
             _check_s3_input(item, where)
             s3_inputs[channel] = where
@@ -349,7 +363,8 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
 
     job = JobPlan(
         name=name, container=container, image_uri=image_uri, image_digest=digest,
-        params=resolved, local_inputs=local_inputs, s3_inputs=s3_inputs, output=options.output,
+        params=resolved, local_inputs=local_inputs, s3_inputs=s3_inputs,
+        distributions=distributions, output=options.output,
         instance_type=instance_type, instance_count=options.instance_count,
         volume_size=options.volume_size, max_run=max_run, max_wait=max_wait,
         keep_alive=keep_alive, spot=options.spot, env=env, tags=all_tags,
@@ -362,6 +377,68 @@ def plan(aws, options: TrainOptions, images: Mapping[str, Any], sets) -> JobPlan
             "arn:aws:iam::<account>:role/<SageMakerExecutionRole>` (or run in SageMaker Studio, "
             "or `%sm_sandbox start` to work offline).")
     return job
+
+
+def _check_local_hosts(settings, count: int) -> None:
+    """``--local --instance-count N`` only where the job's containers may use the host's network.
+
+    The hosts of a local multi-host job run on the host's network, where they
+    reach each other as ``algo-1`` ... ``algo-N``: the ``docker_network``
+    setting must be unset or ``host``. SageMaker Studio's local mode runs no
+    multi-container jobs at all
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/studio-updated-local.html).
+    """
+    network = settings.docker_network
+    if network in (None, "host"):
+        return
+    raise usage_error(
+        f"--local --instance-count {count}: the hosts of a local multi-host job run on the "
+        f"host's network, where they find each other as algo-1 to algo-{count}, but the "
+        f"docker_network setting is '{network}' (from {settings['docker_network'].source}); "
+        "SageMaker Studio's local mode does not run multi-container jobs. Run the job in the "
+        "sandbox (`%sm_sandbox start`, then %sm_train without --local) or on SageMaker "
+        "without --local, or set `%sm_config --docker-network host` where your Docker engine "
+        "allows the host's network (SageMaker Studio's does not).")
+
+
+def _input_parts(item: str) -> tuple[str, str | None, str]:
+    """``--input CHANNEL[:WORD]=WHERE`` as ``(CHANNEL, WORD or None, WHERE)``.
+
+    A channel name cannot hold ``:`` (SageMaker's ChannelName is
+    ``[A-Za-z0-9.\\-_]+``), so the first ``:`` before the first ``=`` ends it.
+    A part that is missing is ``""``.
+
+    >>> _input_parts("train:sharded=s3://bucket/shards/")
+    ('train', 'sharded', 's3://bucket/shards/')
+    >>> _input_parts("train=data/")
+    ('train', None, 'data/')
+    """
+    head, _, where = item.partition("=")
+    channel, colon, word = head.partition(":")
+    return channel, word if colon else None, where
+
+
+def _distribution(item: str, channel: str, word: str | None) -> str:
+    """The S3DataDistributionType of ``--input CHANNEL:WORD=...``: FullyReplicated without WORD.
+
+    >>> _distribution("train:sharded=data/", "train", "sharded")
+    'ShardedByS3Key'
+    """
+    if word is None:
+        return DEFAULT_DISTRIBUTION
+    if word in DISTRIBUTIONS:
+        return DISTRIBUTIONS[word]
+    # the words, and SageMaker's own names of what they stand for
+    spellings = {**{w: w for w in DISTRIBUTIONS},
+                 **{kind.lower(): w for w, kind in DISTRIBUTIONS.items()}}
+    close = difflib.get_close_matches(word.lower(), spellings, n=1)
+    where = item.partition("=")[2]
+    hint = f" Did you mean `--input {channel}:{spellings[close[0]]}={where}`?" if close else ""
+    named = f"'{word}'" if word else "nothing after ':'"
+    raise usage_error(
+        f"--input {item}: {named} is not a way to distribute a channel.{hint} Write "
+        f"{channel}:sharded=... to give each instance about 1/N of the channel's S3 objects, "
+        f"or {channel}:replicated=... (the default) to give every instance all of them.")
 
 
 def _check_s3_input(item: str, uri: str) -> None:
@@ -495,7 +572,7 @@ def _origin(members: tuple, request: dict, options: TrainOptions) -> str:
         return f"--hp {item}" if item is not None else f"the parameter {rest[0]}"
     if head == "InputDataConfig" and rest:
         channel = request["InputDataConfig"][rest[0]]["ChannelName"]
-        item = next((i for i in options.inputs if i.partition("=")[0] == channel), None)
+        item = next((i for i in options.inputs if _input_parts(i)[0] == channel), None)
         return f"--input {item}" if item is not None else "%sm_train (the params channel)"
     if members[:2] == ("AlgorithmSpecification", "MetricDefinitions") and len(members) > 2:
         name = request["AlgorithmSpecification"]["MetricDefinitions"][members[2]]["Name"]
@@ -540,9 +617,10 @@ def _explain(broken: service_rules.Violation) -> str:
     return f"sm-magics built a request SageMaker refuses ({broken.message}); please report it."
 
 
-def _channel(name: str, uri: str, content_type: str | None = None) -> dict:
+def _channel(name: str, uri: str, content_type: str | None = None,
+             distribution: str = DEFAULT_DISTRIBUTION) -> dict:
     channel = {"ChannelName": name, "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}},
+        "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": distribution}},
         "InputMode": "File"}
     if content_type:
         channel["ContentType"] = content_type
@@ -568,7 +646,8 @@ def create_request(job: JobPlan, params_uri: str, inputs: Mapping[str, str],
         "RoleArn": job.role,
         "HyperParameters": fit.values,
         "InputDataConfig": [_channel(RESERVED_CHANNEL, params_uri, "application/json")]
-        + [_channel(name, uri) for name, uri in sorted(inputs.items())],
+        + [_channel(name, uri, distribution=job.distributions.get(name, DEFAULT_DISTRIBUTION))
+           for name, uri in sorted(inputs.items())],
         "OutputDataConfig": {"S3OutputPath": output},
         "ResourceConfig": resources,
         "StoppingCondition": stopping,
@@ -619,7 +698,9 @@ def _created_by(sagemaker, request: dict) -> bool:
 
 def _identity(job: dict) -> tuple:
     """What tells one job from another of the same name (AWS adds defaults to the rest)."""
-    channels = sorted((c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"])
+    channels = sorted((c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"],
+                       c["DataSource"]["S3DataSource"].get("S3DataDistributionType",
+                                                           DEFAULT_DISTRIBUTION))
                       for c in job.get("InputDataConfig", []))
     return (job.get("AlgorithmSpecification", {}).get("TrainingImage"), job.get("RoleArn"),
             channels, job.get("OutputDataConfig", {}).get("S3OutputPath"),

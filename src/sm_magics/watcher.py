@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 
 from .cloudwatch import LogReader
-from .jobstate import JobSnapshot, clean_line, metric_point, seconds
+from .jobstate import JobSnapshot, clean_line, host_of_stream, metric_point, seconds
 
 __all__ = ["JobWatcher", "SageMakerJobs"]
 
@@ -78,6 +78,7 @@ class JobWatcher:
         self.requests = 0
         self.error: BaseException | None = None
         self._logs = self.jobs.log_reader(name)
+        self._instances = 1
         self._stop = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -123,8 +124,8 @@ class JobWatcher:
                 self._described = True
                 changed = self._apply(described)
                 starts = sum(t["Status"] == "Training" for t in self.snapshot.transitions)
-                self._logs.streams_expected = described.get("ResourceConfig", {}).get(
-                    "InstanceCount", 1) * max(1, starts)
+                self._instances = described.get("ResourceConfig", {}).get("InstanceCount", 1)
+                self._logs.streams_expected = self._instances * max(1, starts)
             if self.snapshot.secondary in _BEFORE_THE_CONTAINER:
                 return changed
             before = self._logs.requests
@@ -137,8 +138,7 @@ class JobWatcher:
                     point = metric_point(line.message, line.timestamp)
                     if point:
                         snap.metrics.append(point)
-                    prefix = f"[{line.stream.split('/')[-1]}] " if len(self._logs.tokens) > 1 \
-                        else ""
+                    prefix = f"[{host_of_stream(line.stream)}] " if self._instances > 1 else ""
                     shown = [prefix + clean_line(m)
                              for m in line.message.split("\n") if m.strip()]
                     snap.log_tail.extend(shown)

@@ -4,8 +4,17 @@ The prelude (``prelude.py`` beside this file) is plain standard-library Python
 that is copied, as text, to the top of ``train.py``; it is never imported by
 sm-magics itself (importing it would install its failure hook in the notebook).
 It gives the training code ``params``, ``param(name)``, ``channels``,
-``model_dir``, ``output_dir``, ``log_metric(name, value, step=None)``, and for a
+``model_dir``, ``output_dir``, ``checkpoint_dir``, ``log_metric(name, value, step=None)``, and for a
 stopped job (SIGTERM) the ``stopping`` event and ``on_stop(fn)``.
+
+For a job on several hosts (``algo-1`` .. ``algo-N``) it gives ``hosts``,
+``current_host``, ``host_rank`` (0 on ``algo-1``, N-1 on ``algo-N``), ``leader``,
+``is_leader``, ``leader_address``, ``port(offset=0, host=None)`` (the port a host
+listens on: 29500 + offset on SageMaker, PyTorch's default ``MASTER_PORT``; a
+slice of ``SM_MAGICS_PORT_BASE`` per host where all hosts share one machine, as
+in the sandbox and with ``--local``) and ``connect(host=None, offset=0,
+timeout=120.0)``, a socket connected to a host's port (by default the leader's),
+retried while the host's name does not resolve or nothing listens there yet.
 
 This package owns the metric line: the prelude prints ``#metric NAME=VALUE
 [step=N]``, :func:`metric_regex` is what a job's ``MetricDefinitions`` match,

@@ -23,6 +23,16 @@ A rule matches on ``service`` (the signing name of the request: ``s3``,
 of the request path) and ``target`` (the ``X-Amz-Target`` of JSON APIs, e.g.
 ``SageMaker.CreateTrainingJob``). With ``"after": true`` the request is carried
 out and only its answer is replaced by the error: an answer lost on the way.
+
+Spot interruptions, on request: ``POST /_sandbox/spot-interruptions`` with
+``{"TrainingJobName": NAME}`` interrupts a running managed-spot job as EC2
+reclaiming its spot capacity would: its hosts get SIGTERM, the job shows
+Interrupted, then restarts and finds its checkpoints. The answer is a JSON
+object; a job that is unknown, not a spot job or not running is refused with
+``{"__type": code, "message": ...}`` and an HTTP error status::
+
+    curl -X POST http://127.0.0.1:4599/_sandbox/spot-interruptions \\
+         -d '{"TrainingJobName": "fraud-20261124-101500-ab12"}'
 """
 
 from __future__ import annotations
@@ -38,16 +48,17 @@ from typing import TYPE_CHECKING, Any
 
 from .account import EXECUTION_ROLE, SERVICE_KEY
 from .authorization import signing_service
-from .protocol import CONTENT_TYPE, WSGIApp, json_handlers
+from .protocol import CONTENT_TYPE, ApiError, WSGIApp, json_handlers, read_body
 
 if TYPE_CHECKING:
     from .ecr_api import RegistryImages
     from .iam_api import PolicySimulator
     from .training_api import TrainingJobApi
 
-__all__ = ["FAULTS_PATH", "Faults", "Gateway", "main"]
+__all__ = ["FAULTS_PATH", "SPOT_INTERRUPTIONS_PATH", "Faults", "Gateway", "main"]
 
 FAULTS_PATH = "/_sm_magics/faults"
+SPOT_INTERRUPTIONS_PATH = "/_sandbox/spot-interruptions"
 _service_of = signing_service  # the AWS service a request is for (``s3``, ``sagemaker``...)
 
 
@@ -159,17 +170,24 @@ class Gateway:
     Requests matching an armed rule of ``faults`` fail before reaching either.
     ``authorize(environ, start_response)``, when set, sees every other request
     first and answers the ones it refuses (:meth:`.authorization.Authorizer.gateway_check`).
+    ``training``, when given, is the training-job API that spot interruptions
+    are asked of (:data:`SPOT_INTERRUPTIONS_PATH`).
     """
 
-    def __init__(self, fallback: WSGIApp, handlers: Mapping[str, WSGIApp] | None = None) -> None:
+    def __init__(self, fallback: WSGIApp, handlers: Mapping[str, WSGIApp] | None = None,
+                 training: TrainingJobApi | None = None) -> None:
         self.fallback = fallback
         self.handlers = dict(handlers or {})
+        self.training = training
         self.faults = Faults()
         self.authorize: Callable[[dict[str, Any], Callable], Iterable[bytes] | None] | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == FAULTS_PATH:
+        path = environ.get("PATH_INFO")
+        if path == FAULTS_PATH:
             return self.faults.answer(environ, start_response)
+        if path == SPOT_INTERRUPTIONS_PATH:
+            return self._interrupt_spot(environ, start_response)
         rule = self.faults.take(environ)
         if rule is not None and rule["after"]:
             answer = self._route(environ, lambda *_args, **_kw: None)
@@ -187,6 +205,33 @@ class Gateway:
                 environ["wsgi.input"].read(length)  # the client sent it; drain before answering
             return _fault_response(rule, environ, start_response)
         return self._route(environ, start_response)
+
+    def _interrupt_spot(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        """``POST {"TrainingJobName": NAME}``: the training API interrupts that spot job."""
+        body = read_body(environ)
+        try:
+            if self.training is None:
+                raise ApiError("ResourceNotFound", "This sandbox endpoint runs no training jobs.",
+                               404)
+            if environ.get("REQUEST_METHOD") != "POST":
+                raise ApiError("MethodNotAllowed", 'Send POST with {"TrainingJobName": NAME}.',
+                               405)
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                request = None
+            name = request.get("TrainingJobName") if isinstance(request, dict) else None
+            if not isinstance(name, str) or not name:
+                raise ApiError("ValidationException",
+                               'The body must be a JSON object {"TrainingJobName": NAME}.')
+            answer = self.training.interrupt_spot(name)
+        except ApiError as exc:
+            allow = [("Allow", "POST")] if exc.status == 405 else []
+            return _respond(start_response, exc.status, json.dumps(
+                {"__type": exc.code, "message": exc.message}).encode(), "application/json",
+                allow)
+        return _respond(start_response, 200, json.dumps(answer).encode(),
+                        "application/json")
 
     def _route(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if self.authorize is not None:
@@ -242,7 +287,7 @@ def build_app(training: TrainingJobApi | None = None, images: RegistryImages | N
         handlers.update(json_handlers(TARGET_PREFIX, IMAGE_OPERATIONS, images.handle,
                                       fallback=moto_app))
     fallback = moto_app
-    return Gateway(fallback, handlers)
+    return Gateway(fallback, handlers, training=training)
 
 
 SEED_ROLE = EXECUTION_ROLE

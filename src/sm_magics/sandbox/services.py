@@ -64,7 +64,7 @@ from pathlib import Path
 
 from ..config import SANDBOX_BASE_VARIABLE, SANDBOX_VARS
 from ..docker_engine import engine_problem, start_hint
-from ..errors import UsageError, usage_error
+from ..errors import RemoteFailure, UsageError, usage_error
 from ..table import Table
 from .account import NOTEBOOK_KEY, SANDBOX_ACCOUNT, SANDBOX_REGION
 from .authorization import RECORD_NAME, read_record, record_path
@@ -631,16 +631,58 @@ class Sandbox:
     def _faults(self, method: str, rule: dict | None = None):
         from .gateway import FAULTS_PATH
 
+        return self._ask(FAULTS_PATH, method, rule)
+
+    def _ask(self, path: str, method: str, body: dict | None = None):
+        """The JSON answer of the endpoint's own ``path`` (urllib's HTTPError for an error)."""
         state = self.state()
         if not state:
             raise usage_error("The sandbox is not running. Start it with `%sm_sandbox start`.")
         request = urllib.request.Request(
-            f"http://127.0.0.1:{state['api']['port']}{FAULTS_PATH}", method=method,
-            data=json.dumps(rule).encode() if rule is not None else None,
+            f"http://127.0.0.1:{state['api']['port']}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=10) as response:
             return json.loads(response.read())
+
+    # ------------------------------------------------------------ spot interruptions
+
+    def interrupt_spot(self, job_name: str) -> dict:
+        """Interrupt a running managed-spot job as EC2 reclaiming its spot capacity would:
+        its hosts get SIGTERM, the job shows Interrupted, then restarts and finds its
+        checkpoints.
+
+        Returns the endpoint's answer. A job that is unknown, not a spot job or
+        not running is a ``UsageError`` saying so.
+
+        >>> box.interrupt_spot("fraud-20261124-101500-ab12")
+        """
+        from ..training import check_job_name
+        from .gateway import SPOT_INTERRUPTIONS_PATH
+
+        check_job_name(job_name, "The job to interrupt")
+        try:
+            return self._ask(SPOT_INTERRUPTIONS_PATH, "POST", {"TrainingJobName": job_name})
+        except urllib.error.HTTPError as exc:
+            with exc:
+                text = exc.read()
+            try:
+                message = str(json.loads(text)["message"])
+            except (ValueError, KeyError, TypeError):
+                message = f"the sandbox's endpoint answered HTTP {exc.code}."
+            if exc.code >= 500:
+                raise RemoteFailure(f"The sandbox could not interrupt the training job {job_name}",
+                                    reason=message) from None
+            if not message.endswith((".", "!", "?")):
+                message += "."
+            raise usage_error(
+                f"The sandbox did not interrupt the training job {job_name}: {message} Only a "
+                "running job of this sandbox started with --spot can be interrupted "
+                "(`%sm_jobs` lists the jobs).") from None
+        except urllib.error.URLError as exc:
+            raise usage_error(f"The sandbox's endpoint does not answer ({exc.reason}). Start "
+                              "it again with `%sm_sandbox start`.") from None
 
     # ------------------------------------------------------------ stop / status
 

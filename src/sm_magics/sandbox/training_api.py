@@ -6,11 +6,17 @@ training-job ARNs) reach :class:`TrainingJobApi` through the gateway
 (:mod:`.gateway`, :mod:`.protocol`). Each request is checked against the
 service model (:mod:`.validation`) and answered with the shapes and errors of
 the real API; an accepted job is run by :class:`~sm_magics.engine.JobEngine`
-in the gateway process, so it outlives the notebook kernel. Its output goes to
-CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, stream
-``<job>/algo-1-<epoch seconds>``) and its metrics to CloudWatch
-(namespace ``/aws/sagemaker/TrainingJobs``, dimension ``Host``), as SageMaker
-writes them.
+in the gateway process, so it outlives the notebook kernel. A job on N
+instances runs N containers, the hosts ``algo-1`` … ``algo-N``. Their output
+goes to CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, one stream per host
+and start, ``<job>/algo-N-<epoch seconds>``) and their metrics to CloudWatch
+(namespace ``/aws/sagemaker/TrainingJobs``, dimension ``Host=<job>/algo-N``), as
+SageMaker writes them.
+
+:meth:`TrainingJobApi.interrupt_spot` is the sandbox's own: it interrupts a
+running managed spot job, as EC2 reclaiming the capacity would, so that a
+notebook or a test can show a job resuming from its checkpoints
+(``%sm_sandbox interrupt JOB``).
 
 What one machine cannot run is refused at ``CreateTrainingJob`` with a
 ``ValidationException`` that says so (:func:`~sm_magics.engine.check_runnable`),
@@ -227,6 +233,20 @@ class TrainingJobApi:
         if job is None:
             raise ApiError("ValidationException", "Requested resource not found.")
         return job
+
+    def interrupt_spot(self, name: str) -> dict:
+        """Interrupt the running managed spot job ``name`` (the sandbox's own operation).
+
+        Its hosts get SIGTERM, it shows ``Interrupted``, then it starts again and
+        finds its checkpoints. Answers ``{"TrainingJobName": name, "SecondaryStatus": ...}``;
+        an unknown job, one that is not a spot job, or one that is not training is
+        refused with a ``ValidationException``.
+        """
+        job = self._job(name)
+        refused = self.engine.interrupt(name)
+        if refused:
+            raise ApiError("ValidationException", refused)
+        return {"TrainingJobName": job.name, "SecondaryStatus": job.record["SecondaryStatus"]}
 
     def describe_training_job(self, request: dict) -> dict:
         """The job's record, as ``DescribeTrainingJob`` answers it."""

@@ -1,0 +1,71 @@
+"""Jobs on several instances in the sandbox, against the same job on one.
+
+Starts its own sandbox under a temporary home, pushes the trivial training image
+of ``bench_executor`` (``train`` prints a line and writes a one-byte model), and
+times ``CreateTrainingJob`` until ``Completed`` for the same job on 1, 2 and 4
+instances, interleaved round by round so that the machine's noise falls on all
+alike. Prints the medians and their ratios to the one-instance job::
+
+    python bench/bench_multihost.py --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_executor import build_and_push, executor_job  # noqa: E402
+
+COUNTS = (1, 2, 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    import boto3
+    import docker
+
+    from sm_magics.sandbox import temporary_sandbox
+
+    with temporary_sandbox() as box:
+        env = box.environment()
+        session = boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
+        sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
+        session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+        repository = f"bench-hosts-{uuid.uuid4().hex[:8]}"
+        session.client("ecr", endpoint_url=env["AWS_ENDPOINT_URL"]).create_repository(
+            repositoryName=repository)
+        client = docker.from_env()
+        uri = f"{env['SM_MAGICS_REGISTRY']}/{repository}:trivial"
+        build_and_push(client, uri)
+
+        executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])  # warm-up: pull, page cache
+        seconds: dict[int, list[float]] = {count: [] for count in COUNTS}
+        billed: dict[int, list[int]] = {count: [] for count in COUNTS}
+        for _ in range(args.runs):
+            for count in COUNTS:
+                elapsed, described = executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"], count)
+                seconds[count].append(elapsed)
+                billed[count].append(described["BillableTimeInSeconds"])
+        client.images.remove(uri)
+
+    one = statistics.median(seconds[1])
+    print(f"runs: {args.runs} per instance count (medians, create -> Completed, polled)")
+    for count in COUNTS:
+        median = statistics.median(seconds[count])
+        print(f"{count} instance{'s' if count > 1 else ' '}: {median * 1000:7.0f} ms   "
+              f"ratio to 1 instance: {median / one:5.2f}   "
+              f"billable seconds: {statistics.median(billed[count]):.0f}")
+
+
+if __name__ == "__main__":
+    main()
