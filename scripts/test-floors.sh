@@ -4,7 +4,8 @@
 # states are floors that work. Left out, as the main suite runs them: the browser test and
 # the whole-notebook runs of the tutorials (marker `tutorial`), whose product code the other
 # tests run too; and the files that exercise the sandbox's own job runner and the Docker
-# engine's behaviour (stops, faults, entrypoints, a Studio space, blob mounting), whose calls
+# engine's behaviour (stops, faults, entrypoints, a Studio space, blob mounting, jobs on several
+# instances), whose calls
 # into the libraries are the ones the kept files make. The randomized bad-input tests try
 # fewer examples here. Extra arguments go to pytest.
 # Needs what setup.sh prepares (the Docker engine, the base image, uv in .venv).
@@ -29,4 +30,4 @@ SM_MAGICS_BAD_INPUT_EXAMPLES="${SM_MAGICS_BAD_INPUT_EXAMPLES:-40}" \
   exec "$FLOORS/bin/python" -m pytest -m "not browser and not tutorial" \
   --ignore=tests/test_executor.py --ignore=tests/test_faults.py \
   --ignore=tests/test_entrypoint.py --ignore=tests/test_studio_profile.py \
-  --ignore=tests/test_blob_mounting.py "$@"
+  --ignore=tests/test_blob_mounting.py --ignore=tests/test_multihost.py "$@"

@@ -159,6 +159,8 @@ def test_distributed_training_shards_data_over_two_hosts_and_a_spot_job_resumes(
     assert "[algo-1] algo-1: 4 files, 1000 rows" in logs
     assert "[algo-2] algo-2: 4 files, 1000 rows" in logs
     assert "[algo-1] algo-1: got 1000 rows from algo-2" in logs
+    # the panel's log tail names the host of each line too
+    assert any("[algo-2] algo-2: 4 files, 1000 rows" in value for value in widget_values(notebook))
     fit = outputs["import json"]
     assert "'rows': 2000" in fit and "'hosts': ['algo-1', 'algo-2']" in fit
     billable, training = ast.literal_eval(outputs["described = job.describe()"])
