@@ -5,9 +5,8 @@
 # the whole-notebook runs of the tutorials (marker `tutorial`), whose product code the other
 # tests run too; and the files that exercise the sandbox's own job runner and the Docker
 # engine's behaviour (stops, faults, entrypoints, a Studio space, blob mounting, jobs on several
-# instances), whose calls
-# into the libraries are the ones the kept files make. The randomized bad-input tests try
-# fewer examples here. Extra arguments go to pytest.
+# instances), whose calls into the libraries are the ones the kept files make. The randomized
+# bad-input tests try fewer examples here. Extra arguments go to pytest.
 # Needs what setup.sh prepares (the Docker engine, the base image, uv in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -51,14 +51,18 @@ def sweep(sandbox, tmp_path_factory):
         try:
             shell.run_cell_magic("sm_container", "cmp-sweep", SWEEP_CELL)
             shell.run_cell_magic("sm_params", "big", "words = [f'word{i}' for i in range(60)]\n")
-            big = shell.run_line_magic("sm_train", "cmp-sweep --params big --wait").name
-            lrs = [shell.run_line_magic("sm_train", f"cmp-sweep --hp lr={lr} --wait").name
-                   for lr in (0.1, 0.2, 0.4)]
+            # started one after the other (so newest last), run while the next cells build
+            runs = [shell.run_line_magic("sm_train", "cmp-sweep --params big")]
+            runs += [shell.run_line_magic("sm_train", f"cmp-sweep --hp lr={lr}")
+                     for lr in (0.1, 0.2, 0.4)]
             shell.run_cell_magic("sm_container", "cmp-other",
                                  'lr = 0.5  # @param\nlog_metric("loss", lr)\n')
-            other = shell.run_line_magic("sm_train", "cmp-other --wait").name
+            runs.append(shell.run_line_magic("sm_train", "cmp-other"))
             shell.run_cell_magic("sm_container", "cmp-bare", 'log_metric("loss", 0.5)\n')
-            bare = shell.run_line_magic("sm_train", "cmp-bare --wait").name
+            runs.append(shell.run_line_magic("sm_train", "cmp-bare"))
+            for run in runs:
+                run.wait(poll=0.5)
+            big, *lrs, other, bare = (run.name for run in runs)
         finally:
             shell.run_line_magic("unload_ext", "sm_magics")
             shell.user_ns.clear()

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import ast
-import os
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
-
-from sm_magics.__main__ import run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 pytestmark = [pytest.mark.docker, pytest.mark.sandbox, pytest.mark.slow, pytest.mark.tutorial]
@@ -19,21 +16,21 @@ pytestmark = [pytest.mark.docker, pytest.mark.sandbox, pytest.mark.slow, pytest.
 PROFILES = pytest.mark.parametrize("profile", ["plain", "studio"])
 
 
-def execute(name: str, tmp_path: Path, profile: str = "plain") -> nbformat.NotebookNode:
-    """Run ``notebooks/<name>`` in a fresh kernel with a sandbox of its own.
+@pytest.fixture
+def execute(tutorial):
+    """``execute(name, profile="plain")``: the notebook, run top to bottom in a fresh kernel.
 
-    With ``profile="studio"`` the notebook's ``%sm_sandbox start`` makes the kernel
-    look like a SageMaker Studio space whose Docker has Studio's rules.
+    Each run has a sandbox of its own; with ``profile="studio"`` the notebook's
+    ``%sm_sandbox start`` makes the kernel look like a SageMaker Studio space whose
+    Docker has Studio's rules. The plain profile's run is held to
+    AmazonSageMakerFullAccess, and shared with test_permissions (conftest's ``tutorial``).
     """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "SM_MAGICS_", "SAGEMAKER_")) and k != "DOCKER_HOST"}
-    env["SM_MAGICS_SANDBOX_HOME"] = str(tmp_path / "sandbox-home")
-    env["SM_MAGICS_SANDBOX_PROFILE"] = profile
-    output = tmp_path / name
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    assert run_notebook(NOTEBOOKS / name, output, timeout=900, env=env, workdir=workdir) == 0
-    return nbformat.read(output, as_version=4)
+    def run(name: str, profile: str = "plain") -> nbformat.NotebookNode:
+        done = tutorial(name, profile)
+        assert not (done.home / "state.json").exists()  # the notebook stopped its sandbox
+        return done.notebook
+
+    return run
 
 
 def text_of(cell) -> str:
@@ -60,8 +57,8 @@ def widget_values(notebook) -> list[str]:
 
 
 @pytest.mark.parametrize("profile", ["plain", "studio", "studio-docker-off"])
-def test_quickstart_trains_a_model_and_brings_it_back(tmp_path, profile):
-    notebook = execute("quickstart.ipynb", tmp_path, profile)
+def test_quickstart_trains_a_model_and_brings_it_back(execute, profile):
+    notebook = execute("quickstart.ipynb", profile)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = {c.source.splitlines()[0]: text_of(c) for c in code}
     assert re.search(r"api +running +http://127\.0\.0\.1:", outputs["%sm_sandbox start"])
@@ -93,12 +90,12 @@ def test_quickstart_trains_a_model_and_brings_it_back(tmp_path, profile):
         assert re.search(r"builder +registry \(no Docker engine answers\)", built), built
     else:
         assert re.search(r"builder +docker \(a Docker engine answers\)", built), built
-    assert not (tmp_path / "sandbox-home" / "state.json").exists()
 
 
-@PROFILES
-def test_parameters_and_data_sweeps_from_one_image(tmp_path, profile):
-    notebook = execute("parameters-and-data.ipynb", tmp_path, profile)
+def test_parameters_and_data_sweeps_from_one_image(execute):
+    # Plain profile only: in a Studio space its builds go through Studio's Docker as the
+    # quickstart's do, and its jobs, S3 and comparisons do not touch Docker.
+    notebook = execute("parameters-and-data.ipynb")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
     sweep = next(out for first, out in outputs if first == "runs = {}")
@@ -133,8 +130,8 @@ def test_parameters_and_data_sweeps_from_one_image(tmp_path, profile):
 
 
 @PROFILES
-def test_own_dockerfile_runs_locally_and_as_a_job(tmp_path, profile):
-    notebook = execute("own-dockerfile-and-local-runs.ipynb", tmp_path, profile)
+def test_own_dockerfile_runs_locally_and_as_a_job(execute, profile):
+    notebook = execute("own-dockerfile-and-local-runs.ipynb", profile)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
     built = next(out for first, out in outputs if first.startswith("%%sm_container summary"))
@@ -148,8 +145,8 @@ def test_own_dockerfile_runs_locally_and_as_a_job(tmp_path, profile):
     assert "'MetricName': 'mean'" in final and "'Value': 50.5" in final
 
 
-def test_distributed_training_shards_data_over_two_hosts_and_a_spot_job_resumes(tmp_path):
-    notebook = execute("distributed-training.ipynb", tmp_path)
+def test_distributed_training_shards_data_over_two_hosts_and_a_spot_job_resumes(execute):
+    notebook = execute("distributed-training.ipynb")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = {c.source.splitlines()[0]: text_of(c) for c in code}
     sandbox_job = outputs["job = %sm_train linefit --instance-count 2 --input train:sharded=shards "

@@ -10,7 +10,6 @@ the README's IAM policy is checked against what they needed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.error
 import urllib.request
@@ -20,9 +19,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from sm_magics.__main__ import run_notebook
 from sm_magics.errors import RemoteFailure
-from sm_magics.sandbox import SANDBOX_ACCOUNT, Sandbox, temporary_sandbox
+from sm_magics.sandbox import SANDBOX_ACCOUNT, temporary_sandbox
 from sm_magics.sandbox.authorization import api_authorizations, registry_authorizations
 from sm_magics.sandbox.policy import Policy, PolicyError, matches
 
@@ -320,30 +318,19 @@ def pattern(resource: str) -> str:
     return re.sub(r"^(arn:aws:s3:::[^/]+/).+$", r"\1*", resource)
 
 
-def run_enforced(name: str, tmp_path: Path) -> list[dict]:
-    """Run ``notebooks/<name>`` as test_notebooks does, with AmazonSageMakerFullAccess enforced.
-
-    Returns the authorizations its requests needed (kept by ``%sm_sandbox stop``).
-    """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "SM_MAGICS_", "SAGEMAKER_")) and k != "DOCKER_HOST"}
-    home = tmp_path / "sandbox-home"
-    env.update(SM_MAGICS_SANDBOX_HOME=str(home),
-               SM_MAGICS_SANDBOX_POLICY="AmazonSageMakerFullAccess")
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    assert run_notebook(ROOT / "notebooks" / name, tmp_path / name, timeout=900, env=env,
-                        workdir=workdir) == 0
-    assert not (home / "state.json").exists()  # the notebook stopped its sandbox
-    return Sandbox(home).authorizations()
+TUTORIALS = ("quickstart.ipynb", "parameters-and-data.ipynb",
+             "own-dockerfile-and-local-runs.ipynb", "distributed-training.ipynb")
 
 
 @pytest.fixture(scope="module")
-def default_flow(tmp_path_factory) -> list[dict]:
-    """The authorizations of the quickstart and parameters-and-data tutorials, enforced."""
+def default_flow(tutorial) -> list[dict]:
+    """The authorizations the tutorials' requests needed, held to AmazonSageMakerFullAccess.
+
+    The runs are the plain-profile ones test_notebooks checks (conftest's ``tutorial``).
+    """
     records = []
-    for name in ("quickstart.ipynb", "parameters-and-data.ipynb"):
-        records += run_enforced(name, tmp_path_factory.mktemp(name.split(".")[0]))
+    for name in TUTORIALS:
+        records += tutorial(name, "plain").authorizations
     return records
 
 

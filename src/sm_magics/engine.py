@@ -398,8 +398,10 @@ class EngineJob:
             if started is not None:
                 record["TrainingEndTime"] = now
                 record["TrainingTimeInSeconds"] = max(1, round(now - started))
-                record["BillableTimeInSeconds"] = max(1, round(self.ran_for(now))) * len(
-                    self.hosts)
+                # a record of an earlier engine has no start of its own: its whole training
+                ran = (self.ran_for(now) if self.run_started is not None or self.billed_before
+                       else now - started)
+                record["BillableTimeInSeconds"] = max(1, round(ran)) * len(self.hosts)
             self.run_started = None
         self.on_change(self)
 
