@@ -13,9 +13,6 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 pytestmark = [pytest.mark.docker, pytest.mark.sandbox, pytest.mark.slow, pytest.mark.tutorial]
 
 
-PROFILES = pytest.mark.parametrize("profile", ["plain", "studio"])
-
-
 @pytest.fixture
 def execute(tutorial):
     """``execute(name, profile="plain")``: the notebook, run top to bottom in a fresh kernel.
@@ -129,9 +126,10 @@ def test_parameters_and_data_sweeps_from_one_image(execute):
         "max_depth=1", "max_depth=2", "max_depth=4", "max_depth=8"]
 
 
-@PROFILES
-def test_own_dockerfile_runs_locally_and_as_a_job(execute, profile):
-    notebook = execute("own-dockerfile-and-local-runs.ipynb", profile)
+def test_own_dockerfile_runs_locally_and_as_a_job(execute):
+    # Plain profile only: a Dockerfile cell and a --local run through Studio's Docker are
+    # test_studio_profile's.
+    notebook = execute("own-dockerfile-and-local-runs.ipynb")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
     built = next(out for first, out in outputs if first.startswith("%%sm_container summary"))
