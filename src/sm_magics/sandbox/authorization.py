@@ -60,6 +60,7 @@ from xml.sax.saxutils import escape
 from .account import SANDBOX_ACCOUNT, SANDBOX_REGION, SERVICE_KEY, notebook_principal
 from .policy import Decision, Policy
 from .protocol import read_body
+from .s3_requests import bucket_and_key
 
 __all__ = ["RECORD_NAME", "Authorization", "Authorizer", "Denial", "Mount", "api_authorizations",
            "is_push", "read_record", "record_path", "registry_authorizations", "registry_mount",
@@ -374,12 +375,7 @@ def _path(environ: Mapping[str, Any]) -> str:
 
 
 def _bucket_and_key(environ: Mapping[str, Any]) -> tuple[str, str]:
-    path = _path(environ).lstrip("/")
-    host = environ.get("HTTP_HOST", "").split(":")[0]
-    if host.endswith(".localhost") or ".s3." in host or ".s3-" in host:  # virtual-hosted
-        return host.split(".")[0], path
-    bucket, _, key = path.partition("/")
-    return bucket, key
+    return bucket_and_key(dict(environ), strict=False)
 
 
 def _first(sub: Mapping[str, Any], table: Mapping[str, str], default: str) -> str:

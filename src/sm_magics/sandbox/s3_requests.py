@@ -62,7 +62,8 @@ from .. import service_rules
 from ..s3uri import MAX_KEY_BYTES, bucket_problem
 from .protocol import read_body
 
-__all__ = ["S3Refusal", "check_s3_request", "s3_error_answer", "s3_operation"]
+__all__ = ["S3Refusal", "bucket_and_key", "check_s3_request", "s3_error_answer",
+           "s3_operation"]
 
 # The codes of the refusals below are from the list of S3's error codes ("Error
 # responses", Amazon S3 API Reference,
@@ -210,10 +211,23 @@ def _header(environ: dict, name: str) -> str | None:
     return None if value is None or (value == "" and name.lower() == "content-length") else value
 
 
-def _bucket_and_key(environ: dict) -> tuple[str, str]:
+def bucket_and_key(environ: dict, *, strict: bool = True) -> tuple[str, str]:
+    """The bucket and key an S3 request names, path-style or virtual-hosted.
+
+    WSGI gives the path as latin-1 text; S3 keys are UTF-8. A path that is not
+    UTF-8 is S3's ``InvalidURI`` (:class:`S3Refusal`), or with ``strict=False``
+    read with replacement characters (what the request names, for the record of
+    its authorizations).
+
+    >>> bucket_and_key({"PATH_INFO": "/my-bucket/data/train.csv", "HTTP_HOST": "127.0.0.1:4566"})
+    ('my-bucket', 'data/train.csv')
+    >>> bucket_and_key({"PATH_INFO": "/train.csv", "HTTP_HOST": "my-bucket.localhost:4566"})
+    ('my-bucket', 'train.csv')
+    """
+    raw = environ.get("PATH_INFO", "").encode("latin-1", "replace")
     try:
-        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
+        path = raw.decode("utf-8") if strict else raw.decode("utf-8", "replace")
+    except UnicodeDecodeError:
         raise S3Refusal("InvalidURI", "Couldn't parse the specified URI.") from None
     path = path[1:] if path.startswith("/") else path
     host = environ.get("HTTP_HOST", "")
@@ -500,7 +514,7 @@ def s3_operation(environ: dict) -> tuple[str, dict] | None:
     if signed_for not in (None, "s3", "s3express"):  # s3express: directory buckets' sessions
         return None
     method = environ.get("REQUEST_METHOD", "GET").upper()
-    bucket, key = _bucket_and_key(environ)
+    bucket, key = bucket_and_key(environ)
     query = _query(environ)
     route = _route(environ, method, bucket, key, query)
     if route is None:
