@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.sandbox]
 
 PACKAGE_DIR = Path(sm_magics.__file__).resolve().parent
 EXAMPLES = settings(
-    max_examples=int(os.environ.get("SM_MAGICS_BAD_INPUT_EXAMPLES", "120")),
+    max_examples=int(os.environ.get("SM_MAGICS_BAD_INPUT_EXAMPLES", "80")),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,

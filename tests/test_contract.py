@@ -24,6 +24,7 @@ from sm_magics.contract import (
     ensure_image,
     pack_directory,
     toolkit_environment,
+    upload_changed,
 )
 
 pytestmark = pytest.mark.docker
@@ -349,4 +350,61 @@ def test_download_channel_follows_the_s3_prefix_and_manifest_rules(sandbox, tmp_
                             "ManifestFile") == 2
     assert files(tmp_path / "m") == {"train/a.csv": "data/train/a.csv",
                                      "other/d.csv": "data/other/d.csv"}
+
+
+def test_a_sharded_channel_gives_each_object_to_exactly_one_host_in_key_order(sandbox, tmp_path):
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="contract-shards")
+    keys = [f"parts/p{n:02d}.csv" for n in range(7)]
+    for key in keys:
+        s3.put_object(Bucket="contract-shards", Key=key, Body=key.encode())
+    s3.put_object(Bucket="contract-shards", Key="one/only.csv", Body=b"x")
+    s3.put_object(Bucket="contract-shards", Key="m.json", Body=json.dumps(
+        [{"prefix": "s3://contract-shards/parts/"}, *(k.split("/")[1] for k in keys)]).encode())
+
+    def share(uri: str, host: int, hosts: int, kind: str = "S3Prefix") -> list[str]:
+        target = tmp_path / f"{uri.replace('/', '_')}-{host}-{hosts}"
+        count = download_channel(s3, uri, target, kind, shard=(host, hosts))
+        found = sorted(p.name for p in target.rglob("*") if p.is_file())
+        assert count == len(found)
+        return found
+
+    names = [k.split("/")[1] for k in keys]
+    for hosts in (1, 2, 3, 4):
+        shares = [share("s3://contract-shards/parts/", host, hosts) for host in range(hosts)]
+        assert shares == [names[host::hosts] for host in range(hosts)]
+        manifest = [share("s3://contract-shards/m.json", host, hosts, "ManifestFile")
+                    for host in range(hosts)]
+        assert manifest == shares
+    # one object, two hosts: the first host has it, the second has nothing
+    assert [share("s3://contract-shards/one/only.csv", h, 2) for h in (0, 1)] == [["only.csv"], []]
+
+
+def test_checkpoints_are_copied_when_they_are_new_or_changed(sandbox, tmp_path):
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="contract-checkpoints")
+    directory = tmp_path / "checkpoints"
+    (directory / "deep").mkdir(parents=True)
+    (directory / "step-1.pt").write_text("one")
+    (directory / "deep" / "state.json").write_text("{}")
+    sent: dict = {}
+    uri = "s3://contract-checkpoints/job/checkpoints"
+
+    def stored() -> dict[str, bytes]:
+        listed = s3.list_objects_v2(Bucket="contract-checkpoints", Prefix="job/")
+        return {o["Key"]: s3.get_object(Bucket="contract-checkpoints", Key=o["Key"])["Body"]
+                .read() for o in listed.get("Contents", [])}
+
+    assert upload_changed(s3, directory, uri, sent) == 2
+    assert upload_changed(s3, directory, uri, sent) == 0  # nothing changed: nothing sent
+    (directory / "step-1.pt").write_text("one, longer")
+    (directory / "step-2.pt").write_text("two")
+    assert upload_changed(s3, directory, uri, sent) == 2
+    assert stored() == {"job/checkpoints/step-1.pt": b"one, longer",
+                        "job/checkpoints/step-2.pt": b"two",
+                        "job/checkpoints/deep/state.json": b"{}"}
 

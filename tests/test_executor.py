@@ -6,13 +6,10 @@ base, pushed to the sandbox registry, and run by the gateway's executor.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import io
 import json
 import os
 import re
-import tarfile
 import time
 import uuid
 
@@ -20,21 +17,23 @@ import pytest
 
 from log_reading import stream_messages
 from test_contract import build_image
+from training_jobs import (
+    POLL_LIMIT,
+    job_clients,
+    new_repository,
+    only_in_the_registry,
+    read_tarball,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
 BUCKET = "executor-tests"
-POLL_LIMIT = 300  # seconds; generous, the jobs take a few seconds
 
 
 @pytest.fixture(scope="module")
 def clients(sandbox):
-    import boto3
-
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    return {"sagemaker": boto3.client("sagemaker"), "s3": s3, "logs": boto3.client("logs"),
-            "cloudwatch": boto3.client("cloudwatch")}
+    return job_clients(BUCKET)
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +42,9 @@ def image(sandbox):
     import docker
 
     client = docker.from_env()
-    uri = f"{os.environ['SM_MAGICS_REGISTRY']}/executor-test:{uuid.uuid4().hex[:8]}"
-    build_image(client, uri)
-    for line in client.images.push(uri, stream=True, decode=True):
-        assert "error" not in line, line
-    client.images.remove(uri)  # the executor must pull it from the registry
-    yield uri
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.remove(uri)
+    uri = build_image(client, f"{new_repository('executor-test')}:test")
+    with only_in_the_registry(client, uri):
+        yield uri
 
 
 def job_name(prefix: str = "job") -> str:
@@ -81,24 +75,6 @@ def create_job(clients, image, name=None, *, channels=(), metrics=(), max_runtim
         StoppingCondition={"MaxRuntimeInSeconds": max_runtime},
     )
     return name
-
-
-def wait_for(clients, name: str, until=lambda d: d["TrainingJobStatus"] in (
-        "Completed", "Failed", "Stopped")) -> dict:
-    deadline = time.monotonic() + POLL_LIMIT
-    while True:
-        described = clients["sagemaker"].describe_training_job(TrainingJobName=name)
-        if until(described):
-            return described
-        assert time.monotonic() < deadline, f"{name} stayed {described['SecondaryStatus']}"
-        time.sleep(0.2)
-
-
-def read_tarball(clients, uri: str) -> dict[str, bytes]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    body = clients["s3"].get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
-        return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
 
 
 def log_messages(clients, name: str) -> list[str]:

@@ -9,24 +9,26 @@ and what came over the hosts' sockets.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
-import tarfile
-import time
 import uuid
 
 import pytest
 
 from log_reading import stream_messages
 from test_contract import BASE
+from training_jobs import (
+    job_clients,
+    new_repository,
+    only_in_the_registry,
+    read_tarball,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
 BUCKET = "multihost-tests"
-POLL_LIMIT = 300  # seconds; generous, the jobs take a few seconds
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 TRAIN = r'''#!/usr/bin/env python3
@@ -110,34 +112,22 @@ elif mode == "steps":
 
 @pytest.fixture(scope="module")
 def clients(sandbox):
-    import boto3
-
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    return {"sagemaker": boto3.client("sagemaker"), "s3": s3, "logs": boto3.client("logs"),
-            "cloudwatch": boto3.client("cloudwatch")}
+    return job_clients(BUCKET)
 
 
 @pytest.fixture(scope="module")
 def image(sandbox):
     """The test image, in a repository made first, as ECR needs, and gone from the engine."""
-    import boto3
     import docker
 
     from images import build_from_files
 
-    repository = f"multihost-{uuid.uuid4().hex[:8]}"
-    boto3.client("ecr").create_repository(repositoryName=repository)
-    uri = f"{os.environ['SM_MAGICS_REGISTRY']}/{repository}:test"
+    uri = f"{new_repository('multihost')}:test"
     client = docker.from_env()
     dockerfile = (f"FROM {BASE}\nCOPY train /usr/local/bin/train\n").encode()
     build_from_files(client, uri, {"Dockerfile": dockerfile, "train": TRAIN.encode()})
-    for line in client.images.push(uri, stream=True, decode=True):
-        assert "error" not in line, line
-    client.images.remove(uri)  # the executor must pull it from the registry
-    yield uri
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.remove(uri)
+    with only_in_the_registry(client, uri):
+        yield uri
 
 
 @pytest.fixture(scope="module")
@@ -179,22 +169,8 @@ def create(clients, image, instances: int, *, channels=(), spot=False, checkpoin
     return name
 
 
-def wait_for(clients, name: str, until=lambda d: d["TrainingJobStatus"] in (
-        "Completed", "Failed", "Stopped")) -> dict:
-    deadline = time.monotonic() + POLL_LIMIT
-    while True:
-        described = clients["sagemaker"].describe_training_job(TrainingJobName=name)
-        if until(described):
-            return described
-        assert time.monotonic() < deadline, f"{name} stayed {described['SecondaryStatus']}"
-        time.sleep(0.2)
-
-
 def model_files(clients, described) -> dict[str, bytes]:
-    bucket, _, key = described["ModelArtifacts"]["S3ModelArtifacts"][5:].partition("/")
-    body = clients["s3"].get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
-        return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+    return read_tarball(clients, described["ModelArtifacts"]["S3ModelArtifacts"])
 
 
 def streams_of(clients, name: str) -> dict[str, list[str]]:
@@ -331,3 +307,30 @@ def test_only_a_running_spot_job_can_be_interrupted(clients, image, sandbox, gat
     name, _ = gathered[1]
     with pytest.raises(UsageError, match="not a managed spot training job"):
         sandbox.interrupt_spot(name)
+
+
+def test_a_local_run_on_several_hosts_keeps_the_contract_shards_and_host_names(
+        ip, clients, image, shards):
+    instances = 4  # the tutorial runs --local on 2
+    prefix, parts = shards
+    run = ip.run_line_magic(
+        "sm_train", f"{image} --local --instance-count {instances} "
+                    f"--input train:sharded=s3://{BUCKET}/{prefix}/ --wait")
+
+    assert run.status == "Completed"
+    files = read_tarball(clients, run.model_data)
+    hosts = [f"algo-{n}" for n in range(1, instances + 1)]
+    for rank, host in enumerate(hosts):
+        seen = json.loads(files[f"{host}.json"])
+        assert seen["resourceconfig"]["current_host"] == host
+        assert seen["resourceconfig"]["hosts"] == sorted(hosts)
+        assert [f for f in seen["files"] if f.startswith("train/")] == [
+            f"train/{p}" for p in parts[rank::instances]]
+    assert json.loads(files["algo-1.json"])["heard"] == sorted(
+        f"hello from {host}" for host in hosts[1:])
+    lines = run.logs()
+    for host in hosts:
+        assert f"[{host}] {host} starting in mode gather" in lines
+    assert all(re.match(r"\[(algo-\d)\] \1 ", line) for line in lines), lines
+    assert run.describe()["BillableTimeInSeconds"] == instances * run.describe()[
+        "TrainingTimeInSeconds"]

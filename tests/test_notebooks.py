@@ -163,6 +163,7 @@ def test_distributed_training_shards_data_over_two_hosts_and_a_spot_job_resumes(
     local = outputs["local_fit = json.loads((local_job.download_model(\"model-local\") / "
                     "\"line.json\").read_text())"]
     assert local.startswith("(True,") and "'rows': 2000" in local
+    assert "as EC2 reclaiming its spot capacity would" in outputs["import time"]
     phases = outputs["spot_job.wait()"]
     assert phases.replace("\n", "").replace(" ", "") == str(
         ["Starting", "Downloading", "Training", "Interrupted", "Starting", "Downloading",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from IPython.core.error import UsageError
 
 from sm_magics.errors import RemoteFailure
 from sm_magics.sandbox import temporary_sandbox
@@ -57,6 +58,23 @@ def test_a_local_run_works_with_studios_docker(ip, studio):
     assert run.status == "Completed"
     assert "local in studio" in run.logs()
     assert run.model_data.endswith("/model.tar.gz")
+
+
+def test_several_instances_run_as_a_job_but_not_as_a_local_run_in_studio(ip, studio):
+    import boto3
+
+    ip.run_cell_magic("sm_container", "studio-hosts",
+                      'print(f"{current_host} of {len(hosts)}")\n')
+    sagemaker = boto3.client("sagemaker")
+    before = sagemaker.list_training_jobs(NameContains="studio-hosts")["TrainingJobSummaries"]
+    with pytest.raises(UsageError, match="SageMaker Studio's local mode does not run "
+                                         "multi-container jobs"):
+        ip.run_line_magic("sm_train", "studio-hosts --local --instance-count 2")
+    run = ip.run_line_magic("sm_train", "studio-hosts --instance-count 2 --wait")
+    assert run.status == "Completed"
+    assert sorted(run.logs()) == ["[algo-1] algo-1 of 2", "[algo-2] algo-2 of 2"]
+    after = sagemaker.list_training_jobs(NameContains="studio-hosts")["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in after] == [run.name] and before == []
 
 
 def test_forcing_host_networking_in_studio_is_refused_in_studios_words(ip, studio):

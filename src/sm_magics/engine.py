@@ -849,9 +849,14 @@ class JobEngine:
         """One start of the job on all its hosts; True when a spot interruption ended it."""
         hosts = job.hosts
         job.transition("Downloading", "Downloading input data")
-        layouts = {host: self._download(job, work / host / "opt_ml", host) for host in hosts}
-        checkpoints = {host: self._download_checkpoints(job, work / host / "checkpoints")
-                       for host in hosts}
+        # What every host gets whole is read from S3 once and copied to the other hosts.
+        first = self._download(job, work / hosts[0] / "opt_ml", hosts[0])
+        layouts = {hosts[0]: first, **{host: self._download(job, work / host / "opt_ml", host,
+                                                            like=first) for host in hosts[1:]}}
+        checkpoints = {hosts[0]: self._download_checkpoints(job, work / hosts[0] / "checkpoints")}
+        for host in hosts[1:]:
+            checkpoints[host] = work / host / "checkpoints"
+            shutil.copytree(checkpoints[hosts[0]], checkpoints[host], symlinks=True)
         if job.stop_requested:
             self._end_stopped(job, timed_out=False)
             return False
@@ -929,7 +934,13 @@ class JobEngine:
         else:
             job.finish("Stopped", "Stopped", "Training job stopped")
 
-    def _download(self, job: EngineJob, root: Path, host: str) -> OptMl:
+    def _download(self, job: EngineJob, root: Path, host: str, like: OptMl | None = None,
+                  ) -> OptMl:
+        """Lay out ``host``'s ``/opt/ml`` and fill its channels.
+
+        With ``like`` (another host's layout, filled), the channels every host gets
+        whole are copied from it, and only the sharded ones are read from S3.
+        """
         record = job.record
         hosts = job.hosts
         default_mode = record["AlgorithmSpecification"].get("TrainingInputMode", "File")
@@ -948,9 +959,13 @@ class JobEngine:
         for channel in record["InputDataConfig"]:
             source = channel["DataSource"]["S3DataSource"]
             sharded = source.get("S3DataDistributionType") == "ShardedByS3Key"
+            target = layout.channel_dir(channel["ChannelName"])
+            if like is not None and not sharded:
+                shutil.copytree(like.channel_dir(channel["ChannelName"]), target, symlinks=True,
+                                dirs_exist_ok=True)
+                continue
             try:
-                download_channel(self.s3, source["S3Uri"],
-                                 layout.channel_dir(channel["ChannelName"]), source["S3DataType"],
+                download_channel(self.s3, source["S3Uri"], target, source["S3DataType"],
                                  shard=(hosts.index(host), len(hosts)) if sharded else None)
             except Exception as exc:
                 raise _JobFailed(

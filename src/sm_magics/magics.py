@@ -269,7 +269,11 @@ class SageMakerMagics(Magics, Configurable):
 
         box = Sandbox(profile=args.profile, policy=args.policy)
         if args.action == "interrupt":
-            return box.interrupt_spot(args.job)
+            box.interrupt_spot(args.job)
+            print(f"Interrupting {args.job} as EC2 reclaiming its spot capacity would: its hosts "
+                  "get SIGTERM, the job shows Interrupted, then it starts again and finds its "
+                  "checkpoints.")
+            return None
         if args.action == "start":
             status = box.start(log=print)
             self.session.save_environment(box.apply_environment())
