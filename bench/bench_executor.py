@@ -25,6 +25,8 @@ import tarfile
 import time
 import uuid
 
+from common import sandbox_session
+
 TRAIN = "#!/bin/sh\nmkdir -p /opt/ml/model\necho trained\nprintf x > /opt/ml/model/model.bin\n"
 
 
@@ -81,18 +83,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
-    import boto3
     import docker
 
     from sm_magics.sandbox import temporary_sandbox
 
     with temporary_sandbox() as box:
         env = box.environment()
-        session = boto3.session.Session(
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
-        sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
-        session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+        session, endpoint = sandbox_session(box)
+        sagemaker = session.client("sagemaker", endpoint_url=endpoint)
+        session.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
         client = docker.from_env()
         uri = f"{env['SM_MAGICS_REGISTRY']}/bench-trivial:{uuid.uuid4().hex[:8]}"
         build_and_push(client, uri)

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_executor import build_and_push, executor_job  # noqa: E402
+from bench_executor import build_and_push, executor_job
+from common import sandbox_session
 
 COUNTS = (1, 2, 4)
 
@@ -29,20 +26,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    import boto3
     import docker
 
     from sm_magics.sandbox import temporary_sandbox
 
     with temporary_sandbox() as box:
         env = box.environment()
-        session = boto3.session.Session(
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
-        sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
-        session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+        session, endpoint = sandbox_session(box)
+        sagemaker = session.client("sagemaker", endpoint_url=endpoint)
+        session.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
         repository = f"bench-hosts-{uuid.uuid4().hex[:8]}"
-        session.client("ecr", endpoint_url=env["AWS_ENDPOINT_URL"]).create_repository(
+        session.client("ecr", endpoint_url=endpoint).create_repository(
             repositoryName=repository)
         client = docker.from_env()
         uri = f"{env['SM_MAGICS_REGISTRY']}/{repository}:trivial"
