@@ -127,8 +127,8 @@ def test_parameters_and_data_sweeps_from_one_image(execute):
 
 
 def test_own_dockerfile_runs_locally_and_as_a_job(execute):
-    # Plain profile only: a Dockerfile cell and a --local run through Studio's Docker are
-    # test_studio_profile's.
+    # Plain profile only: a cell's image build (a hand-written Dockerfile goes through the
+    # same build call) and a --local run through Studio's Docker are test_studio_profile's.
     notebook = execute("own-dockerfile-and-local-runs.ipynb")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     outputs = [(c.source.splitlines()[0], text_of(c)) for c in code]
