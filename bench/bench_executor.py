@@ -78,30 +78,41 @@ def executor_job(sagemaker, uri: str, role: str, instances: int = 1) -> tuple[fl
     return elapsed, described
 
 
+def trivial_job_setup(box) -> tuple:
+    """In the sandbox ``box``: the bucket ``bench``, the trivial image pushed into an ECR
+    repository made first (as ECR needs), a SageMaker client and the execution role.
+
+    Returns ``(sagemaker client, docker client, image URI, role ARN)``.
+    """
+    import docker
+
+    env = box.environment()
+    session, endpoint = sandbox_session(box)
+    session.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+    repository = f"bench-trivial-{uuid.uuid4().hex[:8]}"
+    session.client("ecr", endpoint_url=endpoint).create_repository(repositoryName=repository)
+    client = docker.from_env()
+    uri = f"{env['SM_MAGICS_REGISTRY']}/{repository}:trivial"
+    build_and_push(client, uri)
+    return (session.client("sagemaker", endpoint_url=endpoint), client, uri,
+            env["SM_MAGICS_ROLE"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
-    import docker
-
     from sm_magics.sandbox import temporary_sandbox
 
     with temporary_sandbox() as box:
-        env = box.environment()
-        session, endpoint = sandbox_session(box)
-        sagemaker = session.client("sagemaker", endpoint_url=endpoint)
-        session.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-        client = docker.from_env()
-        uri = f"{env['SM_MAGICS_REGISTRY']}/bench-trivial:{uuid.uuid4().hex[:8]}"
-        build_and_push(client, uri)
-
+        sagemaker, client, uri, role = trivial_job_setup(box)
         docker_run(client, uri)  # warm-up: page cache, engine
-        executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
+        executor_job(sagemaker, uri, role)
         baseline, executor, phases = [], [], {}
         for _ in range(args.runs):
             baseline.append(docker_run(client, uri))
-            elapsed, described = executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])
+            elapsed, described = executor_job(sagemaker, uri, role)
             executor.append(elapsed)
             for step in described["SecondaryStatusTransitions"]:
                 spent = (step["EndTime"] - step["StartTime"]).total_seconds()

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import uuid
 
-from bench_executor import build_and_push, executor_job
-from common import sandbox_session
+from bench_executor import executor_job, trivial_job_setup
 
 COUNTS = (1, 2, 4)
 
@@ -26,28 +24,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    import docker
-
     from sm_magics.sandbox import temporary_sandbox
 
     with temporary_sandbox() as box:
-        env = box.environment()
-        session, endpoint = sandbox_session(box)
-        sagemaker = session.client("sagemaker", endpoint_url=endpoint)
-        session.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-        repository = f"bench-hosts-{uuid.uuid4().hex[:8]}"
-        session.client("ecr", endpoint_url=endpoint).create_repository(
-            repositoryName=repository)
-        client = docker.from_env()
-        uri = f"{env['SM_MAGICS_REGISTRY']}/{repository}:trivial"
-        build_and_push(client, uri)
-
-        executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"])  # warm-up: pull, page cache
+        sagemaker, client, uri, role = trivial_job_setup(box)
+        executor_job(sagemaker, uri, role)  # warm-up: pull, page cache
         seconds: dict[int, list[float]] = {count: [] for count in COUNTS}
         billed: dict[int, list[int]] = {count: [] for count in COUNTS}
         for _ in range(args.runs):
             for count in COUNTS:
-                elapsed, described = executor_job(sagemaker, uri, env["SM_MAGICS_ROLE"], count)
+                elapsed, described = executor_job(sagemaker, uri, role, count)
                 seconds[count].append(elapsed)
                 billed[count].append(described["BillableTimeInSeconds"])
         client.images.remove(uri)

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from log_reading import stream_messages
-from test_contract import BASE
+from test_contract import build_image
 from training_jobs import (
     job_clients,
     new_repository,
@@ -47,7 +47,7 @@ signal.signal(signal.SIGTERM, lambda *_: (print(f"{host} got SIGTERM", flush=Tru
 
 
 def port():
-    return int(os.environ["SM_MAGICS_PORT_BASE"]) + 0 * rank  # the leader's slice, offset 0
+    return int(os.environ["SM_MAGICS_PORT_BASE"])  # the first port of the leader (rank 0)
 
 
 def gather():
@@ -120,12 +120,8 @@ def image(sandbox):
     """The test image, in a repository made first, as ECR needs, and gone from the engine."""
     import docker
 
-    from images import build_from_files
-
-    uri = f"{new_repository('multihost')}:test"
     client = docker.from_env()
-    dockerfile = (f"FROM {BASE}\nCOPY train /usr/local/bin/train\n").encode()
-    build_from_files(client, uri, {"Dockerfile": dockerfile, "train": TRAIN.encode()})
+    uri = build_image(client, f"{new_repository('multihost')}:test", train=TRAIN)
     with only_in_the_registry(client, uri):
         yield uri
 
@@ -301,7 +297,7 @@ def test_an_interrupted_spot_job_restarts_and_resumes_from_its_synced_checkpoint
     assert billed_once <= described["TrainingTimeInSeconds"] - gap.total_seconds() + 1
 
 
-def test_only_a_running_spot_job_can_be_interrupted(clients, image, sandbox, gathered):
+def test_only_a_running_spot_job_can_be_interrupted(sandbox, gathered):
     from IPython.core.error import UsageError
 
     name, _ = gathered[1]

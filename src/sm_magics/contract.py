@@ -61,7 +61,6 @@ __all__ = [
     "host_names",
     "toolkit_environment",
     "upload_changed",
-    "upload_directory",
 ]
 
 CONTAINER_ROOT = "/opt/ml"
@@ -318,21 +317,6 @@ def download_channel(s3, uri: str, target: Path, data_type: str = "S3Prefix",
 def _download(s3, bucket: str, key: str, destination: Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     s3.download_file(bucket, key, str(destination))
-
-
-def upload_directory(s3, directory: Path, uri: str) -> int:
-    """Copy every file under ``directory`` to the S3 prefix ``uri``; return the number of files.
-
-    This is how checkpoints written by a job reach S3.
-
-    >>> upload_directory(boto3.client("s3"), Path("/tmp/checkpoints"), "s3://bucket/ckpt")
-    2
-    """
-    bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
-    files = sorted(path for path in directory.rglob("*") if path.is_file())
-    for path in files:
-        s3.upload_file(str(path), bucket, prefix + path.relative_to(directory).as_posix())
-    return len(files)
 
 
 def upload_changed(s3, directory: Path, uri: str, sent: dict[str, tuple[int, int]]) -> int:

@@ -50,8 +50,8 @@ guide, "Resume training from a checkpoint"), and new or changed files there are
 copied to ``S3Uri`` every few seconds while the job runs and once more when the
 program ends, however it ends ("SageMaker AI saves checkpoints to Amazon S3 and
 syncs your training job with the checkpoint S3 bucket", "Enable
-checkpointing"). A managed spot job can be interrupted (:meth:`JobEngine.interrupt`,
-as EC2 reclaiming the capacity): its hosts get SIGTERM, the job shows
+checkpointing"). A managed spot job can be interrupted, as EC2 reclaiming the
+capacity would (:meth:`EngineJob.request_interruption`): its hosts get SIGTERM, the job shows
 ``Interrupted``, then starts again (new log streams, checkpoints restored),
 within ``MaxWaitTimeInSeconds`` (else it ends ``Stopped`` with
 ``MaxWaitTimeExceeded``). The time between an interruption and the restart is
@@ -447,7 +447,37 @@ class EngineJob:
             return self.stop_reason is not None
 
 
-class _LogShipper:
+class _Rounds:
+    """Calls ``round()`` every ``seconds`` on a thread of its own until ``finish()``.
+
+    A round that fails is logged (``what`` says what it does); the next one does
+    its work with what came since.
+    """
+
+    def __init__(self, name: str, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.what = what
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name=name)
+        self.thread.start()
+
+    def round(self) -> Any:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.seconds):
+            try:
+                self.round()
+            except Exception:
+                _log.exception("Could not %s", self.what)
+
+    def finish(self) -> None:
+        """Stop the rounds and wait for the one under way."""
+        self.done.set()
+        self.thread.join()
+
+
+class _LogShipper(_Rounds):
     """Sends one host's output and metrics to the engine's sink, once a second."""
 
     def __init__(self, engine: JobEngine, job: EngineJob, host: str, stream: str) -> None:
@@ -455,34 +485,25 @@ class _LogShipper:
         self.job = job
         self.host = host
         self.stream = stream
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True,
-                                       name=f"logs-{job.name}-{host}")
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.done.wait(_FLUSH_SECONDS):
-            try:
-                self.flush()
-            except Exception:  # the next flush sends it with what came since
-                _log.exception("Could not ship the output of training job %s", self.job.name)
+        super().__init__(f"logs-{job.name}-{host}", _FLUSH_SECONDS,
+                         f"ship the output of training job {job.name}")
 
     def close(self) -> None:
-        self.done.set()
         if self.engine.closed:  # the engine is going away: what is unsent is dropped
+            self.done.set()
             return
-        self.thread.join()
+        self.finish()
         for attempt in range(3):  # the job's end waits a little for its last lines
             try:
-                return self.flush()
+                return self.round()
             except Exception:
                 if attempt == 2:
                     _log.exception("Lost the last output of training job %s", self.job.name)
                 else:
                     time.sleep(_FLUSH_SECONDS)
 
-    def flush(self) -> None:
-        """Send what came since the last flush; what could not be sent is kept for the next."""
+    def round(self) -> None:
+        """Send what came since the last round; what could not be sent is kept for the next."""
         job, host = self.job, self.host
         with job.lock:
             lines, job.log_lines[host] = job.log_lines.get(host, []), []
@@ -508,43 +529,29 @@ class _LogShipper:
             raise
 
 
-class _CheckpointSync:
+class _CheckpointSync(_Rounds):
     """Copies new and changed checkpoint files of every host to ``S3Uri`` while a job runs."""
 
     def __init__(self, engine: JobEngine, job: EngineJob, directories: Mapping[str, Path],
                  uri: str) -> None:
         self.engine = engine
-        self.job = job
         self.directories = dict(directories)
         self.uri = uri
         self.sent: dict[str, tuple[int, int]] = {}
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True,
-                                       name=f"checkpoints-{job.name}")
-        self.thread.start()
+        super().__init__(f"checkpoints-{job.name}", _CHECKPOINT_SECONDS,
+                         f"copy the checkpoints of training job {job.name}")
 
-    def _loop(self) -> None:
-        while not self.done.wait(_CHECKPOINT_SECONDS):
-            try:
-                self.sync()
-            except Exception:  # the next round copies it
-                _log.exception("Could not copy the checkpoints of training job %s",
-                               self.job.name)
-
-    def sync(self) -> int:
-        with self.lock:
-            return sum(upload_changed(self.engine.s3, directory, self.uri, self.sent)
-                       for directory in self.directories.values())
+    def round(self) -> int:
+        return sum(upload_changed(self.engine.s3, directory, self.uri, self.sent)
+                   for directory in self.directories.values())
 
     def close(self) -> None:
         """Stop the rounds and copy what is left (the program has ended)."""
-        self.done.set()
-        self.thread.join()
+        self.finish()
         if self.engine.closed:
             return
         try:
-            self.sync()
+            self.round()
         except Exception as exc:
             raise _JobFailed(f"ClientError: Could not upload the checkpoints to {self.uri}: "
                              f"{exc}") from exc
@@ -617,15 +624,12 @@ class _Hosts:
                     if other != host:
                         run_of_other.stop()
 
-        if len(self.runs) == 1:
-            one(*next(iter(self.runs.items())))
-        else:
-            threads = [threading.Thread(target=one, args=item, daemon=True,
-                                        name=f"host-{item[0]}") for item in self.runs.items()]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+        threads = [threading.Thread(target=one, args=item, daemon=True, name=f"host-{item[0]}")
+                   for item in self.runs.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         if errors:
             raise errors[0]
         return outcome
@@ -757,18 +761,6 @@ class JobEngine:
         """Every job this engine knows, in the order they came."""
         with self._lock:
             return list(self._jobs.values())
-
-    def interrupt(self, name: str) -> str | None:
-        """Interrupt the spot job ``name`` as EC2 reclaiming its capacity would.
-
-        Its hosts get SIGTERM (and SIGKILL after the grace period), the job shows
-        ``Interrupted``, then it starts again and finds its checkpoints. Returns
-        ``None`` when it is under way, else the reason it cannot be.
-        """
-        job = self.get(name)
-        if job is None:
-            return f"There is no training job named {name}."
-        return job.request_interruption()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -1074,7 +1066,7 @@ class JobEngine:
                 job_name=job.name, labels={HOME_LABEL: self.labels_home},
                 stop_grace=self.stop_grace, network=network,
                 mounts={local_path: checkpoints[host]},
-                hostname=host if network == "host" or len(hosts) > 1 else None,
+                hostname=host if network == "host" else None,
                 extra_hosts={name: _LOOPBACK for name in hosts} if network == "host" else None,
             )
         return _Hosts(runs)

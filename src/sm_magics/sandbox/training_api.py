@@ -243,7 +243,7 @@ class TrainingJobApi:
         refused with a ``ValidationException``.
         """
         job = self._job(name)
-        refused = self.engine.interrupt(name)
+        refused = job.request_interruption()
         if refused:
             raise ApiError("ValidationException", refused)
         return {"TrainingJobName": job.name, "SecondaryStatus": job.record["SecondaryStatus"]}
